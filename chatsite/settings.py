@@ -1,0 +1,226 @@
+"""One settings module, driven by environment variables with safe development defaults.
+
+Every variable is documented in README.md.  Provider keys and endpoints are
+not read here: the SDKs read their own variables (OPENAI_API_KEY,
+OPENAI_BASE_URL, ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL) at call time.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.translation import gettext_lazy as _
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def envbool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def envint(name: str, default: int) -> int:
+    value = os.environ.get(name, "")
+    return int(value) if value.strip() else default
+
+
+def envfloat(name: str, default: float) -> float:
+    value = os.environ.get(name, "")
+    return float(value) if value.strip() else default
+
+
+def envlist(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+DEBUG = envbool("DJANGO_DEBUG", False)
+# Set by the test suite (and the servers it starts): development secrets allowed.
+TESTING = envbool("DJANGO_TESTING", "pytest" in sys.modules)
+
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG and not TESTING:
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off. "
+            "Generate one with: python -c 'import secrets; print(secrets.token_urlsafe(50))'"
+        )
+    # Development and tests only: never used with DEBUG off in production.
+    SECRET_KEY = "dev-insecure-secret-key-do-not-use-in-production"
+
+ALLOWED_HOSTS = envlist("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS")
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "django_htmx",
+    "template_partials",
+    "conversations",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "chatsite.urls"
+ASGI_APPLICATION = "chatsite.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "django.template.context_processors.i18n",
+                "conversations.context_processors.chat",
+            ],
+        },
+    },
+]
+
+# --- Database ---------------------------------------------------------------
+# DATABASE_URL switches to PostgreSQL; the default is a SQLite file in WAL mode
+# so that the final write of a streaming reply does not block readers.
+DATABASE_URL = os.environ.get("DATABASE_URL", "")
+if DATABASE_URL:
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": os.environ.get("SQLITE_PATH", str(BASE_DIR / "db.sqlite3")),
+            "OPTIONS": {
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+            },
+            # A file (not in-memory) test database, so that a live server in
+            # another thread or process sees the same data.
+            "TEST": {"NAME": str(BASE_DIR / "test-db.sqlite3")},
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Channel layer ----------------------------------------------------------
+REDIS_URL = os.environ.get("REDIS_URL", "")
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [REDIS_URL],
+                # group_send silently drops messages to a full channel; frames
+                # are coalesced (at most ~20/s per conversation), so 1000 gives
+                # a reader about 50 s of slack before anything is lost.
+                "capacity": envint("CHAT_CHANNEL_CAPACITY", 1000),
+                "expiry": 60,
+            },
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# --- Auth -------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "index"
+LOGOUT_REDIRECT_URL = "login"
+CHAT_SIGNUP = os.environ.get("CHAT_SIGNUP", "open").strip().lower()  # "open" or "closed"
+
+# --- I18n -------------------------------------------------------------------
+LANGUAGE_CODE = os.environ.get("DJANGO_LANGUAGE_CODE", "en")
+LANGUAGES = [("en", _("English")), ("zh-hans", _("Simplified Chinese"))]
+LOCALE_PATHS = [BASE_DIR / "locale"]
+TIME_ZONE = os.environ.get("DJANGO_TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+# --- Static files -----------------------------------------------------------
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", BASE_DIR / "staticfiles"))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if not DEBUG and not TESTING
+        else "django.contrib.staticfiles.storage.StaticFilesStorage",
+    },
+}
+# Serve straight from the finders in development and tests (no collectstatic).
+WHITENOISE_USE_FINDERS = DEBUG or TESTING
+
+# --- Security ----------------------------------------------------------------
+# DJANGO_HTTPS=1 (production behind TLS): redirect to https, secure cookies,
+# HSTS, and trust X-Forwarded-Proto from the proxy in front.
+HTTPS = envbool("DJANGO_HTTPS", False)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if HTTPS else None
+SECURE_SSL_REDIRECT = HTTPS
+SESSION_COOKIE_SECURE = HTTPS
+CSRF_COOKIE_SECURE = HTTPS
+SECURE_HSTS_SECONDS = envint("DJANGO_HSTS_SECONDS", 31536000) if HTTPS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS
+SECURE_HSTS_PRELOAD = False
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("DJANGO_LOG_LEVEL", "INFO")},
+    "loggers": {
+        # The SDKs log request options at DEBUG; keep them quiet so a key
+        # can never reach the log even with DJANGO_LOG_LEVEL=DEBUG.
+        "openai": {"level": "WARNING"},
+        "anthropic": {"level": "WARNING"},
+        "httpx": {"level": "WARNING"},
+        "httpx2": {"level": "WARNING"},
+    },
+}
+
+# --- Chat -------------------------------------------------------------------
+# CHAT_MODELS: comma-separated provider:model[=Label]; empty: defaults per key.
+CHAT_MODELS = os.environ.get("CHAT_MODELS", "")
+# CHAT_DEMO_MODEL: "1" always offer the offline demo model, "0" never,
+# unset: offer it only when no provider key is configured.
+CHAT_DEMO_MODEL = os.environ.get("CHAT_DEMO_MODEL", "")
+CHAT_PROVIDER_MAX_RETRIES = envint("CHAT_PROVIDER_MAX_RETRIES", 2)
+CHAT_PROVIDER_CONNECT_TIMEOUT = envfloat("CHAT_PROVIDER_CONNECT_TIMEOUT", 5.0)
+CHAT_PROVIDER_READ_TIMEOUT = envfloat("CHAT_PROVIDER_READ_TIMEOUT", 60.0)
+CHAT_MAX_MESSAGE_CHARS = envint("CHAT_MAX_MESSAGE_CHARS", 32000)
+CHAT_FRAME_INTERVAL_MS = envint("CHAT_FRAME_INTERVAL_MS", 50)
+CHAT_RENDER_INTERVAL_MS = envint("CHAT_RENDER_INTERVAL_MS", 1000)
+CHAT_DEMO_TOKEN_DELAY_MS = envint("CHAT_DEMO_TOKEN_DELAY_MS", 30)

@@ -1,0 +1,173 @@
+"""The conversation websocket: transport only.
+
+Frames in are JSON objects from htmx-ext-ws (``ws-send`` forms): an
+``action`` (send, stop, retry, continue) and its fields.  Frames out are HTML
+fragments, each with an explicit ``hx-swap-oob``.  Everything that writes or
+streams lives in ``conversations.generation``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from uuid import UUID
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from django.template.loader import render_to_string
+from django.utils.translation import gettext as _
+
+from conversations import generation
+from conversations.models import Conversation
+
+logger = logging.getLogger(__name__)
+
+# Application close codes (4000-4999): htmx-ext-ws reconnects only after
+# 1006/1012/1013, so a refused socket stays closed.
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_NOT_FOUND = 4404
+
+ACTIONS = {"send", "stop", "retry", "continue"}
+# What htmx-ext-ws puts in a frame besides our fields.
+ALLOWED_FIELDS = {"action", "text", "message", "csrfmiddlewaretoken", "HEADERS"}
+
+
+@database_sync_to_async
+def _owned(user, conversation_id: UUID) -> bool:
+    return Conversation.objects.for_user(user).filter(pk=conversation_id).exists()
+
+
+@database_sync_to_async
+def _last_reply_html(conversation_id: UUID) -> str:
+    """The newest reply as it stands in the database, to repair a stale page."""
+    conversation = Conversation.objects.get(pk=conversation_id)
+    branch = conversation.transcript()
+    if not branch or not branch[-1].is_assistant:
+        return ""
+    return render_to_string("conversations/_message.html", {"msg": branch[-1], "oob": True})
+
+
+class ConversationConsumer(AsyncWebsocketConsumer):
+    async def connect(self) -> None:
+        self.conversation_id: UUID = self.scope["url_route"]["kwargs"]["conversation_id"]
+        self.group = generation.group_name(self.conversation_id)
+        self.user = self.scope.get("user")
+        self.joined_at_seq: dict[str, int] = {}
+        self.in_group = False
+        # Accept, then close with an application code: a socket refused during
+        # the handshake looks like a network failure, and htmx would retry.
+        await self.accept()
+        if self.user is None or not self.user.is_authenticated:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        if not await _owned(self.user, self.conversation_id):
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        self.in_group = True
+        await self._send_current_state()
+
+    async def disconnect(self, code: int) -> None:
+        # The generation belongs to the server: leaving does not stop it.
+        if self.in_group:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def _send_current_state(self) -> None:
+        """Join an active reply with no gap and no repeat: its snapshot at frame
+        ``seq``, then only frames after ``seq`` (we are already in the group)."""
+        active = generation.get_active(self.conversation_id)
+        if active is not None:
+            seq, html = active.snapshot()
+            self.joined_at_seq[str(active.message.id)] = seq
+            await self.send(text_data=html)
+            return
+        html = await _last_reply_html(self.conversation_id)
+        if html:
+            await self.send(text_data=html)
+
+    # --- frames from the browser -------------------------------------------
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if text_data is None:
+            await self._error(_("Only text frames are accepted."))
+            return
+        # JSON escaping can at most sextuple a character ("\u1234"); anything
+        # larger cannot hold a message within the limit.
+        if len(text_data) > settings.CHAT_MAX_MESSAGE_CHARS * 6 + 4096:
+            await self._error(_("That frame is too large."))
+            return
+        try:
+            data = json.loads(text_data)
+        except ValueError:
+            await self._error(_("That frame is not valid JSON."))
+            return
+        if not isinstance(data, dict):
+            await self._error(_("That frame is not a JSON object."))
+            return
+        unknown = sorted(set(data) - ALLOWED_FIELDS)
+        if unknown:
+            await self._error(_("Unknown field: %(fields)s.") % {"fields": ", ".join(unknown)})
+            return
+        action = data.get("action", "send")
+        if action not in ACTIONS:
+            await self._error(_("Unknown action."))
+            return
+        await getattr(self, f"_on_{action}")(data)
+
+    async def _on_send(self, data: dict) -> None:
+        text = data.get("text")
+        if not isinstance(text, str) or not text.strip():
+            await self._error(_("Type a message first."))
+            return
+        if len(text) > settings.CHAT_MAX_MESSAGE_CHARS:
+            await self._error(
+                _("That message is too long (%(length)s characters; the limit is %(limit)s).")
+                % {"length": len(text), "limit": settings.CHAT_MAX_MESSAGE_CHARS}
+            )
+            return
+        try:
+            await generation.start_reply(self.conversation_id, self.user, text)
+        except generation.ReplyRefused as refusal:
+            await self._error(refusal.message)
+            return
+        except Conversation.DoesNotExist:
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
+        await self.send(text_data=render_to_string("conversations/_composer_ack.html"))
+
+    async def _on_stop(self, data: dict) -> None:
+        generation.stop(self.conversation_id)
+
+    async def _on_retry(self, data: dict) -> None:
+        await self._on_message_action(data, generation.retry_reply)
+
+    async def _on_continue(self, data: dict) -> None:
+        await self._on_message_action(data, generation.continue_reply)
+
+    async def _on_message_action(self, data: dict, start) -> None:
+        try:
+            message_id = UUID(str(data.get("message")))
+        except ValueError:
+            await self._error(_("That reply was not found."))
+            return
+        try:
+            await start(self.conversation_id, self.user, message_id)
+        except generation.ReplyRefused as refusal:
+            await self._error(refusal.message)
+        except Conversation.DoesNotExist:
+            await self.close(code=CLOSE_NOT_FOUND)
+
+    async def _error(self, message: str) -> None:
+        """A clear message under the composer; the socket stays usable."""
+        await self.send(text_data=render_to_string("conversations/_composer_error.html", {"error": message}))
+
+    # --- frames from the channel layer --------------------------------------
+    async def conversation_delta(self, event: dict) -> None:
+        if event["seq"] <= self.joined_at_seq.get(event["message"], 0):
+            return  # already in the snapshot this socket joined with
+        await self.send(text_data=event["html"])
+
+    async def conversation_html(self, event: dict) -> None:
+        if "final" in event:
+            self.joined_at_seq.pop(event["final"], None)
+        await self.send(text_data=event["html"])

@@ -1,0 +1,63 @@
+from django import forms
+from django.conf import settings
+from django.contrib.auth.forms import UserCreationForm
+from django.utils.translation import gettext_lazy as _
+
+from conversations.models import Conversation
+
+
+class SignupForm(UserCreationForm):
+    class Meta(UserCreationForm.Meta):
+        fields = ("username",)
+
+
+class RenameForm(forms.Form):
+    title = forms.CharField(label=_("Title"), max_length=200, required=False, strip=True)
+
+
+class ModelForm(forms.Form):
+    model = forms.CharField(label=_("Model"), max_length=200)
+
+    def clean_model(self) -> str:
+        from conversations import providers
+
+        key = self.cleaned_data["model"]
+        if providers.get_model(key) is None:
+            raise forms.ValidationError(_("That model is not offered here."))
+        return key
+
+
+class ConversationSettingsForm(forms.ModelForm):
+    class Meta:
+        model = Conversation
+        fields = ("system_prompt", "temperature", "max_tokens")
+        widgets = {"system_prompt": forms.Textarea(attrs={"rows": 4})}
+
+    def clean_temperature(self):
+        value = self.cleaned_data["temperature"]
+        if value is not None and not 0 <= value <= 2:
+            raise forms.ValidationError(_("Temperature must be between 0 and 2."))
+        return value
+
+    def clean_max_tokens(self):
+        value = self.cleaned_data["max_tokens"]
+        if value is not None and not 1 <= value <= 200_000:
+            raise forms.ValidationError(_("Max tokens must be between 1 and 200000."))
+        return value
+
+
+class MessageForm(forms.Form):
+    """The composer, for the no-JavaScript path (the websocket validates alike)."""
+
+    text = forms.CharField(label=_("Message"), strip=False, widget=forms.Textarea)
+
+    def clean_text(self) -> str:
+        text = self.cleaned_data["text"]
+        if not text.strip():
+            raise forms.ValidationError(_("Type a message first."))
+        if len(text) > settings.CHAT_MAX_MESSAGE_CHARS:
+            raise forms.ValidationError(
+                _("That message is too long (%(length)s characters; the limit is %(limit)s).")
+                % {"length": len(text), "limit": settings.CHAT_MAX_MESSAGE_CHARS}
+            )
+        return text

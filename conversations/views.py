@@ -1,0 +1,195 @@
+from __future__ import annotations
+
+from uuid import UUID
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.contrib import messages as flash
+from django.contrib.auth import get_user_model, login
+from django.contrib.auth.decorators import login_not_required
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from conversations import generation, providers
+from conversations.forms import ConversationSettingsForm, MessageForm, ModelForm, RenameForm, SignupForm
+from conversations.models import Conversation
+
+
+def _get_conversation_for_user(request: HttpRequest, conversation_id: UUID) -> Conversation:
+    """The conversation if ``request.user`` owns it; 404 otherwise (never 403:
+    another user's conversation must be indistinguishable from a missing one)."""
+    return get_object_or_404(Conversation.objects.for_user(request.user), pk=conversation_id)
+
+
+def _sidebar(request: HttpRequest) -> list[Conversation]:
+    return list(
+        Conversation.objects.for_user(request.user).active().by_activity().only("id", "title", "updated_at")[:200]
+    )
+
+
+def _page_context(request: HttpRequest, **extra) -> dict:
+    return {"sidebar": _sidebar(request), "models": providers.offered_models(), **extra}
+
+
+@login_not_required
+@require_http_methods(["GET", "POST"])
+def signup(request: HttpRequest) -> HttpResponse:
+    if settings.CHAT_SIGNUP == "closed":
+        return render(request, "registration/signup_closed.html", status=403)
+    if request.user.is_authenticated:
+        return redirect("index")
+
+    form = SignupForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        with transaction.atomic():
+            user = form.save()
+            # The first account on an empty database administers the install,
+            # so a fresh install needs no createsuperuser step (as Open WebUI).
+            first_pk = get_user_model().objects.order_by("pk").values_list("pk", flat=True).first()
+            if first_pk == user.pk:
+                user.is_staff = user.is_superuser = True
+                user.save(update_fields=["is_staff", "is_superuser"])
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        return redirect("index")
+    return render(request, "registration/signup.html", {"form": form})
+
+
+@require_GET
+def index(request: HttpRequest) -> HttpResponse:
+    return render(request, "conversations/index.html", _page_context(request))
+
+
+@require_POST
+def new_conversation(request: HttpRequest) -> HttpResponse:
+    model = providers.default_model()
+    requested = request.POST.get("model", "")
+    if requested and providers.get_model(requested) is not None:
+        model_key = requested
+    else:
+        model_key = model.key if model else ""
+    conversation = Conversation.objects.create(owner=request.user, model_key=model_key)
+    return redirect(conversation)
+
+
+def _render_detail(request: HttpRequest, conv: Conversation, status: int = 200, **extra) -> HttpResponse:
+    ctx = _page_context(
+        request,
+        conversation=conv,
+        transcript=conv.transcript(),
+        current_model=providers.get_model(conv.model_key),
+        settings_form=ConversationSettingsForm(instance=conv),
+        **extra,
+    )
+    return render(request, "conversations/detail.html", ctx, status=status)
+
+
+@require_GET
+def conversation(request: HttpRequest, conversation_id: UUID) -> HttpResponse:
+    return _render_detail(request, _get_conversation_for_user(request, conversation_id))
+
+
+async def _aget_conversation_for_user(request: HttpRequest, conversation_id: UUID) -> tuple[Conversation, object]:
+    user = await request.auser()
+    return await sync_to_async(_get_conversation_for_user)(request, conversation_id), user
+
+
+# The composer and the reply buttons post here when JavaScript is off; with
+# JavaScript the same forms go over the websocket.  Both end in generation.*.
+@require_POST
+async def send(request: HttpRequest, conversation_id: UUID) -> HttpResponse:
+    conv, user = await _aget_conversation_for_user(request, conversation_id)
+    form = MessageForm(request.POST)
+    error = ""
+    if form.is_valid():
+        try:
+            await generation.start_reply(conv.id, user, form.cleaned_data["text"])
+        except generation.ReplyRefused as refusal:
+            error = refusal.message
+    else:
+        error = form.errors["text"][0]
+    if error:
+        # Nothing typed is lost: the page comes back with the text in place.
+        return await sync_to_async(_render_detail)(
+            request, conv, status=409, composer_text=request.POST.get("text", ""), composer_error=error
+        )
+    return redirect(conv)
+
+
+@require_POST
+async def stop(request: HttpRequest, conversation_id: UUID) -> HttpResponse:
+    conv, _user = await _aget_conversation_for_user(request, conversation_id)
+    generation.stop(conv.id)
+    return redirect(conv)
+
+
+@require_POST
+async def retry(request: HttpRequest, conversation_id: UUID, message_id: UUID) -> HttpResponse:
+    return await _message_action(request, conversation_id, message_id, generation.retry_reply)
+
+
+@require_POST
+async def continue_reply(request: HttpRequest, conversation_id: UUID, message_id: UUID) -> HttpResponse:
+    return await _message_action(request, conversation_id, message_id, generation.continue_reply)
+
+
+async def _message_action(request: HttpRequest, conversation_id: UUID, message_id: UUID, start) -> HttpResponse:
+    conv, user = await _aget_conversation_for_user(request, conversation_id)
+    try:
+        await start(conv.id, user, message_id)
+    except generation.ReplyRefused as refusal:
+        return await sync_to_async(_render_detail)(request, conv, status=409, composer_error=refusal.message)
+    return redirect(conv)
+
+
+@require_POST
+def rename(request: HttpRequest, conversation_id: UUID) -> HttpResponse:
+    conv = _get_conversation_for_user(request, conversation_id)
+    form = RenameForm(request.POST)
+    if form.is_valid():
+        conv.title = form.cleaned_data["title"]
+        conv.save(update_fields=["title"])
+    if request.htmx:
+        return render(request, "conversations/detail.html#title", {"conversation": conv})
+    return redirect(conv)
+
+
+@require_POST
+def set_model(request: HttpRequest, conversation_id: UUID) -> HttpResponse:
+    conv = _get_conversation_for_user(request, conversation_id)
+    form = ModelForm(request.POST)
+    if not form.is_valid():
+        if request.htmx:
+            return HttpResponse(form.errors["model"][0], status=400)
+        flash.error(request, form.errors["model"][0])
+        return redirect(conv)
+    conv.model_key = form.cleaned_data["model"]
+    conv.save(update_fields=["model_key"])
+    if request.htmx:
+        return HttpResponse(status=204)
+    return redirect(conv)
+
+
+@require_POST
+def update_settings(request: HttpRequest, conversation_id: UUID) -> HttpResponse:
+    conv = _get_conversation_for_user(request, conversation_id)
+    form = ConversationSettingsForm(request.POST, instance=conv)
+    if form.is_valid():
+        form.save()
+        flash.success(request, _("Settings saved."))
+    else:
+        for errors in form.errors.values():
+            flash.error(request, errors[0])
+    return redirect(conv)
+
+
+@require_http_methods(["GET", "POST"])
+def delete(request: HttpRequest, conversation_id: UUID) -> HttpResponse:
+    conv = _get_conversation_for_user(request, conversation_id)
+    if request.method == "POST":
+        conv.delete()
+        flash.success(request, _("Conversation deleted."))
+        return redirect("index")
+    return render(request, "conversations/delete.html", _page_context(request, conversation=conv))

@@ -1,0 +1,133 @@
+// Small behaviours around htmx and its websocket extension. The server renders
+// every fragment; this file only handles keys, scrolling, copying and showing
+// the connection state. No framework, no build step.
+(function () {
+  "use strict";
+
+  function $(selector, root) { return (root || document).querySelector(selector); }
+
+  // --- composer: Enter sends, Shift+Enter newline, Esc stops, grows with text
+  function composerText() { return $("#composer-text"); }
+
+  function grow(textarea) {
+    textarea.style.height = "auto";
+    textarea.style.height = Math.min(textarea.scrollHeight, window.innerHeight * 0.4) + "px";
+  }
+
+  document.addEventListener("keydown", function (event) {
+    var textarea = composerText();
+    if (event.key === "Escape") {
+      var stop = $("#stop-button");
+      if (stop && document.querySelector('.msg[data-status="streaming"]')) {
+        event.preventDefault();
+        stop.form.requestSubmit();
+      }
+      return;
+    }
+    if (event.target !== textarea || event.key !== "Enter") return;
+    // An input method (Chinese, Japanese, Korean…) uses Enter to pick a
+    // candidate: never send while it is composing. keyCode 229 covers
+    // browsers that end composition before firing keydown.
+    if (event.isComposing || event.keyCode === 229) return;
+    if (event.shiftKey || event.altKey || event.ctrlKey || event.metaKey) return;
+    event.preventDefault();
+    if (textarea.value.trim()) textarea.form.requestSubmit();
+  });
+
+  document.addEventListener("input", function (event) {
+    if (event.target === composerText()) grow(event.target);
+  });
+
+  // The server acknowledges a saved message; only then is the text cleared,
+  // so a refused send (a reply is still streaming) keeps what was typed.
+  document.addEventListener("htmx:wsAfterMessage", function () {
+    var ack = $("#composer-ack");
+    if (ack && ack.dataset.sent) {
+      delete ack.dataset.sent;
+      var textarea = composerText();
+      if (textarea) { textarea.value = ""; grow(textarea); }
+    }
+    follow();
+  });
+
+  // --- scrolling: follow the stream unless the reader scrolled up
+  var pinned = true;
+  function scroller() { return $("#transcript"); }
+  function nearBottom(el) { return el.scrollHeight - el.scrollTop - el.clientHeight < 80; }
+
+  function follow() {
+    var el = scroller();
+    if (!el) return;
+    if (pinned) {
+      el.scrollTop = el.scrollHeight;
+    } else {
+      var jump = $("#jump-latest");
+      if (jump) jump.hidden = false;
+    }
+  }
+
+  document.addEventListener("scroll", function (event) {
+    var el = scroller();
+    if (event.target !== el) return;
+    pinned = nearBottom(el);
+    if (pinned) { var jump = $("#jump-latest"); if (jump) jump.hidden = true; }
+  }, true);
+
+  document.addEventListener("click", function (event) {
+    var target = event.target;
+    if (target.id === "jump-latest") {
+      pinned = true;
+      target.hidden = true;
+      follow();
+      return;
+    }
+    // --- copy buttons: a reply, a user message, or one code block
+    var copy = target.closest && target.closest("button.copy, button.copy-code");
+    if (!copy) return;
+    var source = copy.classList.contains("copy-code")
+      ? copy.closest(".code-block").querySelector("pre")
+      : $(copy.dataset.copy);
+    if (!source || !navigator.clipboard) return;
+    navigator.clipboard.writeText(source.innerText).then(function () {
+      var label = copy.textContent;
+      copy.textContent = copy.dataset.copied || "✓";
+      setTimeout(function () { copy.textContent = label; }, 1200);
+    });
+  });
+
+  // Every code block gets its own copy button (markup comes from the server).
+  function addCodeButtons(root) {
+    var headers = (root || document).querySelectorAll(".code-header");
+    headers.forEach(function (header) {
+      if (header.querySelector(".copy-code")) return;
+      var button = document.createElement("button");
+      button.type = "button";
+      button.className = "link copy-code";
+      button.textContent = document.body.dataset.copyLabel || "Copy";
+      button.dataset.copied = document.body.dataset.copiedLabel || "✓";
+      header.appendChild(button);
+    });
+  }
+  document.addEventListener("htmx:load", function (event) { addCodeButtons(event.detail.elt); });
+
+  // --- connection state, shown in the header
+  function setConnection(state) {
+    var badge = $("#connection");
+    if (!badge) return;
+    badge.dataset.state = state;
+    badge.textContent = badge.dataset[state + "Label"] || state;
+  }
+  document.addEventListener("htmx:wsOpen", function () { setConnection("open"); follow(); });
+  document.addEventListener("htmx:wsClose", function (event) {
+    var code = event.detail && event.detail.event && event.detail.event.code;
+    setConnection(code >= 4000 && code < 5000 ? "closed" : "reconnecting");
+  });
+
+  document.addEventListener("DOMContentLoaded", function () {
+    var textarea = composerText();
+    if (textarea) { grow(textarea); }
+    addCodeButtons(document);
+    var el = scroller();
+    if (el) el.scrollTop = el.scrollHeight;
+  });
+})();
