@@ -7,11 +7,16 @@ raises ``ProviderError`` (and nothing else) when the call fails.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import enum
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable, Hashable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
+
+from django.utils.translation import gettext
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,8 +161,103 @@ class Provider:
 
     async def events(self, request: ChatRequest) -> AsyncIterator[Event]:
         if request.model.streaming:
-            async for event in self.stream_events(request):
-                yield event
+            # aclosing: closing this generator closes the provider's at once
+            # (and with it the HTTP response), not whenever GC finalises it.
+            async with contextlib.aclosing(self.stream_events(request)) as stream:
+                async for event in stream:
+                    yield event
         else:
             for event in await self.complete(request):
                 yield event
+
+
+# --- Helpers shared by the provider modules ---------------------------------
+
+RETRYABLE_KINDS = frozenset(
+    {ErrorKind.RATE_LIMIT, ErrorKind.OVERLOADED, ErrorKind.SERVER, ErrorKind.TIMEOUT, ErrorKind.CONNECTION}
+)
+
+
+def kind_for_status(status: int) -> ErrorKind:
+    """The error kind an HTTP error status means, the same for every provider."""
+    kinds = {
+        401: ErrorKind.AUTH,
+        403: ErrorKind.PERMISSION,
+        404: ErrorKind.NOT_FOUND,
+        408: ErrorKind.TIMEOUT,
+        429: ErrorKind.RATE_LIMIT,
+        503: ErrorKind.OVERLOADED,
+        529: ErrorKind.OVERLOADED,
+    }
+    if status in kinds:
+        return kinds[status]
+    return ErrorKind.SERVER if status >= 500 else ErrorKind.BAD_REQUEST
+
+
+def _user_message(kind: ErrorKind, key_env: str) -> str:
+    messages = {
+        ErrorKind.AUTH: gettext("The model provider rejected the API key. Check %(env)s.") % {"env": key_env},
+        ErrorKind.PERMISSION: gettext("The API key is not allowed to use this model."),
+        ErrorKind.NOT_FOUND: gettext("The model provider does not know this model."),
+        ErrorKind.RATE_LIMIT: gettext("The model provider's rate limit was reached. Try again in a moment."),
+        ErrorKind.OVERLOADED: gettext("The model provider is overloaded. Try again in a moment."),
+        ErrorKind.BAD_REQUEST: gettext("The model provider rejected the request."),
+        ErrorKind.SERVER: gettext("The model provider had an internal error. Try again."),
+        ErrorKind.TIMEOUT: gettext("The model provider took too long to respond."),
+        ErrorKind.CONNECTION: gettext("The connection to the model provider failed."),
+        ErrorKind.CONTENT_FILTER: gettext("The model provider refused this request under its content policy."),
+    }
+    return messages[kind]
+
+
+def provider_error(
+    kind: ErrorKind, *, key_env: str, status: int | None = None, detail: str = "", secret: str = ""
+) -> ProviderError:
+    """A ProviderError with the standard user-facing message for ``kind``.
+
+    ``key_env`` names the environment variable holding the key (named in the
+    auth message; its value never is).  ``secret`` (the key) is blanked out
+    of ``detail`` in case the provider echoed it.
+    """
+    if secret:
+        detail = detail.replace(secret, "***")
+    return ProviderError(
+        kind, _user_message(kind, key_env), retryable=kind in RETRYABLE_KINDS, status=status, detail=detail
+    )
+
+
+class ClientCache:
+    """One SDK client per (running event loop, settings key).
+
+    Building a client costs tens of milliseconds (an SSL context) and a new
+    client has no pooled connections, so clients are reused.  They are bound
+    to the loop they were first used on (their pooled sockets are), so the
+    loop is part of the key; entries for loops that have closed are dropped
+    on the next miss, since a closed loop can no longer close its sockets.
+    (A weak key would not do: the pooled sockets refer to their loop, so it
+    would never be collected.)  Production has one loop; tests have one per
+    test and call ``aclose()`` at teardown.
+    """
+
+    def __init__(self) -> None:
+        self._clients: dict[tuple, Any] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[Hashable, ...], factory: Callable[[], Any]) -> Any:
+        full_key = (asyncio.get_running_loop(), *key)
+        with self._lock:
+            client = self._clients.get(full_key)
+            if client is None:
+                for stale in [k for k in self._clients if k[0].is_closed()]:
+                    del self._clients[stale]
+                client = self._clients[full_key] = factory()
+            return client
+
+    async def aclose(self) -> None:
+        """Close the clients bound to the running loop (e.g. at shutdown, in tests)."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            keys = [k for k in self._clients if k[0] is loop]
+            clients = [self._clients.pop(k) for k in keys]
+        for client in clients:
+            await client.close()

@@ -1,0 +1,209 @@
+"""OpenAI Chat Completions, and every OpenAI-compatible server.
+
+The key and endpoint come from the SDK's own variables, ``OPENAI_API_KEY``
+and ``OPENAI_BASE_URL``, read at call time (DeepSeek, Ollama, vLLM,
+llama.cpp, LM Studio and OpenRouter are reached by pointing OPENAI_BASE_URL
+at them).  ``max_tokens`` rather than ``max_completion_tokens`` is sent,
+because OpenAI-compatible servers widely accept only the former.
+DeepSeek-style ``reasoning_content`` (and OpenRouter/vLLM ``reasoning``)
+deltas become ReasoningDelta.
+
+This module is named like the SDK; ``import openai`` below is the SDK
+(absolute import), not this module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator
+
+import httpx2
+import openai
+from django.conf import settings
+
+from conversations.providers.base import (
+    ChatRequest,
+    ClientCache,
+    ErrorKind,
+    Event,
+    Finish,
+    FinishReason,
+    Provider,
+    ProviderError,
+    ReasoningDelta,
+    TextDelta,
+    Usage,
+    kind_for_status,
+    provider_error,
+)
+
+KEY_ENV = "OPENAI_API_KEY"
+# A non-streaming reply arrives only once fully generated, so it gets at
+# least this long (seconds) instead of the streaming read timeout.
+WHOLE_REPLY_READ_TIMEOUT = 600.0
+
+FINISH_REASONS = {
+    "stop": FinishReason.STOP,
+    "length": FinishReason.LENGTH,
+    "content_filter": FinishReason.CONTENT_FILTER,
+    "tool_calls": FinishReason.TOOL_CALLS,
+    "function_call": FinishReason.TOOL_CALLS,
+}
+# Mid-stream error frames carry no status: classify them by type/code.
+_KINDS_BY_TYPE = {
+    "rate_limit_exceeded": ErrorKind.RATE_LIMIT,
+    "rate_limit_error": ErrorKind.RATE_LIMIT,
+    "requests": ErrorKind.RATE_LIMIT,
+    "tokens": ErrorKind.RATE_LIMIT,
+    "overloaded": ErrorKind.OVERLOADED,
+    "overloaded_error": ErrorKind.OVERLOADED,
+    "invalid_request_error": ErrorKind.BAD_REQUEST,
+    "content_filter": ErrorKind.CONTENT_FILTER,
+    "content_policy_violation": ErrorKind.CONTENT_FILTER,
+}
+
+# Sent to the model, not shown to the person, so it is not translated.
+CONTINUE_PROMPT = "Continue exactly where your previous message stopped. Do not repeat anything you already wrote."
+
+clients = ClientCache()
+
+
+class OpenAIProvider(Provider):
+    name = "openai"
+
+    def is_configured(self) -> bool:
+        return bool(os.environ.get(KEY_ENV))
+
+    async def stream_events(self, request: ChatRequest) -> AsyncIterator[Event]:
+        client, api_key = _client()
+        usage: Usage | None = None
+        finish = Finish(FinishReason.OTHER)
+        try:
+            stream = await client.chat.completions.create(
+                **_params(request), stream=True, stream_options={"include_usage": True}
+            )
+            # ``async with`` closes the response (and its connection) at once
+            # when the consumer is cancelled or closes this generator.
+            async with stream:
+                async for chunk in stream:
+                    if chunk.usage is not None:
+                        usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+                    for choice in chunk.choices:
+                        if choice.index != 0:
+                            continue
+                        for event in _delta_events(choice.delta):
+                            yield event
+                        if choice.finish_reason:
+                            finish = _finish(choice.finish_reason)
+        except (openai.OpenAIError, json.JSONDecodeError) as exc:
+            raise _error(exc, api_key) from exc
+        if usage is not None:
+            yield usage
+        yield finish
+
+    async def complete(self, request: ChatRequest) -> list[Event]:
+        client, api_key = _client()
+        timeout = httpx2.Timeout(
+            max(settings.CHAT_PROVIDER_READ_TIMEOUT, WHOLE_REPLY_READ_TIMEOUT),
+            connect=settings.CHAT_PROVIDER_CONNECT_TIMEOUT,
+        )
+        try:
+            completion = await client.chat.completions.create(**_params(request), timeout=timeout)
+        except (openai.OpenAIError, json.JSONDecodeError) as exc:
+            raise _error(exc, api_key) from exc
+        events: list[Event] = []
+        finish = Finish(FinishReason.OTHER)
+        if completion.choices:
+            choice = completion.choices[0]
+            reasoning = _reasoning(choice.message)
+            if reasoning:
+                events.append(ReasoningDelta(reasoning))
+            events.append(TextDelta(choice.message.content or choice.message.refusal or ""))
+            finish = _finish(choice.finish_reason)
+        if completion.usage is not None:
+            events.append(Usage(completion.usage.prompt_tokens, completion.usage.completion_tokens))
+        events.append(finish)
+        return events
+
+
+def _client() -> tuple[openai.AsyncOpenAI, str]:
+    """The cached client for the current environment and settings, and its key."""
+    api_key = os.environ.get(KEY_ENV, "")
+    if not api_key:
+        raise provider_error(ErrorKind.AUTH, key_env=KEY_ENV, detail=f"{KEY_ENV} is not set")
+    base_url = os.environ.get("OPENAI_BASE_URL") or None
+    retries = settings.CHAT_PROVIDER_MAX_RETRIES
+    connect, read = settings.CHAT_PROVIDER_CONNECT_TIMEOUT, settings.CHAT_PROVIDER_READ_TIMEOUT
+
+    def build() -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(
+            api_key=api_key, base_url=base_url, max_retries=retries, timeout=httpx2.Timeout(read, connect=connect)
+        )
+
+    return clients.get((api_key, base_url, retries, connect, read), build), api_key
+
+
+def _params(request: ChatRequest) -> dict:
+    """Chat Completions arguments: system first, empty turns dropped, optional knobs only when set."""
+    messages = [{"role": "system", "content": request.system}] if request.system.strip() else []
+    # An errored reply with no text is not worth replaying (and some servers reject it).
+    messages += [{"role": m.role, "content": m.content} for m in request.messages if m.content.strip()]
+    if request.extra.get("continuation") and messages and messages[-1]["role"] == "assistant":
+        # Chat Completions answers a trailing assistant turn afresh rather than
+        # extending it (unlike Anthropic's prefill), so ask for the rest.
+        messages.append({"role": "user", "content": CONTINUE_PROMPT})
+    params: dict = {"model": request.model.name, "messages": messages}
+    max_tokens = request.max_tokens or request.model.max_tokens
+    if max_tokens:
+        params["max_tokens"] = max_tokens
+    if request.temperature is not None:
+        params["temperature"] = request.temperature
+    return params
+
+
+def _reasoning(delta: object) -> str:
+    """DeepSeek's ``reasoning_content`` or OpenRouter/vLLM's ``reasoning`` (extra fields on the model)."""
+    for name in ("reasoning_content", "reasoning"):
+        value = getattr(delta, name, None)
+        if isinstance(value, str) and value:
+            return value
+    return ""
+
+
+def _delta_events(delta) -> list[Event]:
+    events: list[Event] = []
+    reasoning = _reasoning(delta)
+    if reasoning:
+        events.append(ReasoningDelta(reasoning))
+    if delta.content:
+        events.append(TextDelta(delta.content))
+    if delta.refusal:
+        events.append(TextDelta(delta.refusal))
+    return events
+
+
+def _finish(raw: str | None) -> Finish:
+    return Finish(FINISH_REASONS.get(raw or "", FinishReason.OTHER), raw)
+
+
+def _error(exc: Exception, api_key: str) -> ProviderError:
+    """The ProviderError for an SDK (or malformed-stream) failure."""
+    if isinstance(exc, openai.APITimeoutError):
+        return provider_error(ErrorKind.TIMEOUT, key_env=KEY_ENV, detail=str(exc), secret=api_key)
+    if isinstance(exc, openai.APIConnectionError):
+        detail = f"{exc}: {exc.__cause__!r}" if exc.__cause__ else str(exc)
+        return provider_error(ErrorKind.CONNECTION, key_env=KEY_ENV, detail=detail, secret=api_key)
+    if not isinstance(exc, openai.APIError):
+        return provider_error(ErrorKind.SERVER, key_env=KEY_ENV, detail=f"{type(exc).__name__}: {exc}", secret=api_key)
+    body = exc.body if isinstance(exc.body, dict) else {}
+    detail = body.get("message") if isinstance(body.get("message"), str) else exc.message
+    type_kind = _KINDS_BY_TYPE.get(exc.code or "") or _KINDS_BY_TYPE.get(exc.type or "")
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        kind = kind_for_status(status)
+        if kind is ErrorKind.BAD_REQUEST and type_kind is ErrorKind.CONTENT_FILTER:
+            kind = ErrorKind.CONTENT_FILTER
+        return provider_error(kind, key_env=KEY_ENV, status=status, detail=detail, secret=api_key)
+    # A ``data: {"error": ...}`` frame in the middle of a stream.
+    return provider_error(type_kind or ErrorKind.SERVER, key_env=KEY_ENV, detail=detail, secret=api_key)
