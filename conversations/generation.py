@@ -104,11 +104,11 @@ def _check_idle(conversation: Conversation) -> None:
     if conversation.id in _active:
         raise ReplyRefused(_("A reply is still being written. Wait for it to finish, or stop it."))
     leftovers = conversation.messages.filter(status=Message.Status.STREAMING)
+    if not leftovers.exists():
+        return
     if settings.REDIS_URL:
-        if leftovers.exists():
-            raise ReplyRefused(_("A reply is still being written. Wait for it to finish, or stop it."))
-    else:
-        leftovers.update(status=Message.Status.INTERRUPTED, completed_at=timezone.now())
+        raise ReplyRefused(_("A reply is still being written. Wait for it to finish, or stop it."))
+    leftovers.update(status=Message.Status.INTERRUPTED, completed_at=timezone.now())
 
 
 def _model_for(conversation: Conversation) -> ModelSpec:
@@ -432,6 +432,11 @@ class Generation:
         pump.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await pump
+        if self.sent_text < len(self.text) or self.sent_reasoning < len(self.reasoning):
+            # What the window still held goes out as one last delta, so that
+            # the frames alone add up to the reply.
+            with contextlib.suppress(Exception):
+                await self._send_frame()
         message = self.message
         message.content = self.prefix + "".join(self.text)
         message.reasoning = "".join(self.reasoning)

@@ -8,7 +8,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -17,63 +16,122 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='Conversation',
+            name="Conversation",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('title', models.CharField(blank=True, max_length=200, verbose_name='title')),
-                ('model_key', models.CharField(blank=True, help_text='provider:model', max_length=200, verbose_name='model')),
-                ('system_prompt', models.TextField(blank=True, verbose_name='system prompt')),
-                ('temperature', models.FloatField(blank=True, null=True, verbose_name='temperature')),
-                ('max_tokens', models.PositiveIntegerField(blank=True, null=True, verbose_name='max tokens')),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now, verbose_name='created')),
-                ('updated_at', models.DateTimeField(db_index=True, default=django.utils.timezone.now, verbose_name='updated')),
-                ('archived', models.BooleanField(default=False, verbose_name='archived')),
-                ('owner', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='conversations', to=settings.AUTH_USER_MODEL, verbose_name='owner')),
+                ("id", models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
+                ("title", models.CharField(blank=True, max_length=200, verbose_name="title")),
+                (
+                    "model_key",
+                    models.CharField(blank=True, help_text="provider:model", max_length=200, verbose_name="model"),
+                ),
+                ("system_prompt", models.TextField(blank=True, verbose_name="system prompt")),
+                ("temperature", models.FloatField(blank=True, null=True, verbose_name="temperature")),
+                ("max_tokens", models.PositiveIntegerField(blank=True, null=True, verbose_name="max tokens")),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now, verbose_name="created")),
+                (
+                    "updated_at",
+                    models.DateTimeField(db_index=True, default=django.utils.timezone.now, verbose_name="updated"),
+                ),
+                ("archived", models.BooleanField(default=False, verbose_name="archived")),
+                (
+                    "owner",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="conversations",
+                        to=settings.AUTH_USER_MODEL,
+                        verbose_name="owner",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'conversation',
-                'verbose_name_plural': 'conversations',
+                "verbose_name": "conversation",
+                "verbose_name_plural": "conversations",
             },
         ),
         migrations.CreateModel(
-            name='Message',
+            name="Message",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('role', models.CharField(choices=[('system', 'System'), ('user', 'User'), ('assistant', 'Assistant')], max_length=16, verbose_name='role')),
-                ('content', models.TextField(blank=True, verbose_name='content')),
-                ('reasoning', models.TextField(blank=True, verbose_name='reasoning')),
-                ('status', models.CharField(choices=[('streaming', 'Streaming'), ('complete', 'Complete'), ('stopped', 'Stopped'), ('error', 'Error'), ('interrupted', 'Interrupted')], default='complete', max_length=16, verbose_name='status')),
-                ('provider', models.CharField(blank=True, max_length=50, verbose_name='provider')),
-                ('model', models.CharField(blank=True, max_length=200, verbose_name='model')),
-                ('parameters', models.JSONField(blank=True, default=dict, verbose_name='parameters')),
-                ('finish_reason', models.CharField(blank=True, max_length=32, verbose_name='finish reason')),
-                ('finish_reason_raw', models.CharField(blank=True, max_length=64, verbose_name='provider finish reason')),
-                ('input_tokens', models.PositiveIntegerField(blank=True, null=True, verbose_name='input tokens')),
-                ('output_tokens', models.PositiveIntegerField(blank=True, null=True, verbose_name='output tokens')),
-                ('first_token_ms', models.PositiveIntegerField(blank=True, null=True, verbose_name='time to first token (ms)')),
-                ('duration_ms', models.PositiveIntegerField(blank=True, null=True, verbose_name='duration (ms)')),
-                ('error', models.TextField(blank=True, verbose_name='error')),
-                ('error_kind', models.CharField(blank=True, max_length=32, verbose_name='error kind')),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now, verbose_name='created')),
-                ('completed_at', models.DateTimeField(blank=True, null=True, verbose_name='completed')),
-                ('conversation', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='messages', to='conversations.conversation', verbose_name='conversation')),
-                ('parent', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='children', to='conversations.message', verbose_name='parent')),
+                ("id", models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
+                (
+                    "role",
+                    models.CharField(
+                        choices=[("system", "System"), ("user", "User"), ("assistant", "Assistant")],
+                        max_length=16,
+                        verbose_name="role",
+                    ),
+                ),
+                ("content", models.TextField(blank=True, verbose_name="content")),
+                ("reasoning", models.TextField(blank=True, verbose_name="reasoning")),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("streaming", "Streaming"),
+                            ("complete", "Complete"),
+                            ("stopped", "Stopped"),
+                            ("error", "Error"),
+                            ("interrupted", "Interrupted"),
+                        ],
+                        default="complete",
+                        max_length=16,
+                        verbose_name="status",
+                    ),
+                ),
+                ("provider", models.CharField(blank=True, max_length=50, verbose_name="provider")),
+                ("model", models.CharField(blank=True, max_length=200, verbose_name="model")),
+                ("parameters", models.JSONField(blank=True, default=dict, verbose_name="parameters")),
+                ("finish_reason", models.CharField(blank=True, max_length=32, verbose_name="finish reason")),
+                (
+                    "finish_reason_raw",
+                    models.CharField(blank=True, max_length=64, verbose_name="provider finish reason"),
+                ),
+                ("input_tokens", models.PositiveIntegerField(blank=True, null=True, verbose_name="input tokens")),
+                ("output_tokens", models.PositiveIntegerField(blank=True, null=True, verbose_name="output tokens")),
+                (
+                    "first_token_ms",
+                    models.PositiveIntegerField(blank=True, null=True, verbose_name="time to first token (ms)"),
+                ),
+                ("duration_ms", models.PositiveIntegerField(blank=True, null=True, verbose_name="duration (ms)")),
+                ("error", models.TextField(blank=True, verbose_name="error")),
+                ("error_kind", models.CharField(blank=True, max_length=32, verbose_name="error kind")),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now, verbose_name="created")),
+                ("completed_at", models.DateTimeField(blank=True, null=True, verbose_name="completed")),
+                (
+                    "conversation",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="messages",
+                        to="conversations.conversation",
+                        verbose_name="conversation",
+                    ),
+                ),
+                (
+                    "parent",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="children",
+                        to="conversations.message",
+                        verbose_name="parent",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'message',
-                'verbose_name_plural': 'messages',
+                "verbose_name": "message",
+                "verbose_name_plural": "messages",
             },
         ),
         migrations.AddIndex(
-            model_name='conversation',
-            index=models.Index(fields=['owner', 'archived', '-updated_at'], name='conv_owner_activity'),
+            model_name="conversation",
+            index=models.Index(fields=["owner", "archived", "-updated_at"], name="conv_owner_activity"),
         ),
         migrations.AddIndex(
-            model_name='message',
-            index=models.Index(fields=['conversation', 'created_at'], name='msg_transcript'),
+            model_name="message",
+            index=models.Index(fields=["conversation", "created_at"], name="msg_transcript"),
         ),
         migrations.AddIndex(
-            model_name='message',
-            index=models.Index(fields=['status'], name='msg_status'),
+            model_name="message",
+            index=models.Index(fields=["status"], name="msg_status"),
         ),
     ]

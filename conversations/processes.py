@@ -1,0 +1,93 @@
+"""Child processes that announce readiness on their output: the app under
+daphne and the fake provider, for the benchmark and the tests.
+
+``ChildProcess`` starts a command and waits until a line of its output matches
+``ready`` (an event, not a sleep); ``port`` is the number that line captured.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+DAPHNE_READY = re.compile(r"Listening on TCP address [\d.]+:(\d+)")
+FAKE_READY = re.compile(r"Fake provider listening on http://[\d.]+:(\d+)")
+
+
+class ChildProcess:
+    def __init__(self, args: list[str], env: dict[str, str], ready: re.Pattern, *, cpus: str = ""):
+        self.args = ["taskset", "-c", cpus, *args] if cpus else args
+        self.env = env
+        self.ready = ready
+        self.proc: subprocess.Popen | None = None
+        self.port: int | None = None
+        self.log: list[str] = []
+        self._ready = threading.Event()
+
+    def start(self, timeout: float = 30.0) -> ChildProcess:
+        self.proc = subprocess.Popen(
+            self.args, cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+        if not self._ready.wait(timeout) or self.port is None:
+            self.stop()
+            raise RuntimeError(f"{self.args[0]} did not start:\n" + "".join(self.log[-40:]))
+        return self
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.log.append(line)
+            if self.port is None:
+                match = self.ready.search(line)
+                if match:
+                    self.port = int(match.group(1))
+                    self._ready.set()
+        self._ready.set()  # it exited: stop waiting
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def __enter__(self) -> ChildProcess:
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+
+def _environ(env: dict[str, str | None]) -> dict[str, str]:
+    """This process's environment with ``env`` applied (None removes a variable)."""
+    merged = {**os.environ, **env}
+    return {k: v for k, v in merged.items() if v is not None}
+
+
+def app_server(env: dict[str, str | None], *, cpus: str = "") -> ChildProcess:
+    """The app under daphne on a free port of 127.0.0.1."""
+    daphne = str(BIN / "daphne") if (BIN / "daphne").exists() else "daphne"
+    args = [daphne, "-b", "127.0.0.1", "-p", "0", "chatsite.asgi:application"]
+    return ChildProcess(args, _environ(env), DAPHNE_READY, cpus=cpus)
+
+
+def fake_provider(env: dict[str, str | None], *options: str, cpus: str = "") -> ChildProcess:
+    """``manage.py fakeprovider`` on a free port."""
+    args = [sys.executable, "manage.py", "fakeprovider", "--port", "0", *options]
+    return ChildProcess(args, _environ(env), FAKE_READY, cpus=cpus)

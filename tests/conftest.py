@@ -1,0 +1,161 @@
+"""Shared fixtures: alice owns things, charlie has no access to them."""
+
+import os
+
+import pytest
+from django.test import Client
+
+from conversations.models import Conversation, Message
+
+PROVIDER_ENV = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "CHAT_MODEL_OPTIONS")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_provider_env(monkeypatch, settings):
+    """No test sees the machine's real provider keys, and the demo is instant."""
+    for name in PROVIDER_ENV:
+        monkeypatch.delenv(name, raising=False)
+    settings.CHAT_MODELS = ""
+    settings.CHAT_DEMO_MODEL = ""
+    settings.CHAT_DEMO_TOKEN_DELAY_MS = 0
+
+
+@pytest.fixture
+def alice(django_user_model):
+    return django_user_model.objects.create_user("alice", password="alice-password-123")
+
+
+@pytest.fixture
+def charlie(django_user_model):
+    return django_user_model.objects.create_user("charlie", password="charlie-password-123")
+
+
+@pytest.fixture
+def alice_client(alice) -> Client:
+    client = Client()
+    client.force_login(alice)
+    return client
+
+
+@pytest.fixture
+def charlie_client(charlie) -> Client:
+    client = Client()
+    client.force_login(charlie)
+    return client
+
+
+@pytest.fixture
+def conversation(alice) -> Conversation:
+    return Conversation.objects.create(owner=alice, title="Alice's plans", model_key="demo:demo")
+
+
+@pytest.fixture
+def reply(conversation) -> Message:
+    """A finished exchange in alice's conversation; returns the assistant reply."""
+    question = Message.objects.create(conversation=conversation, role="user", content="Hello?")
+    return Message.objects.create(
+        conversation=conversation,
+        parent=question,
+        role="assistant",
+        content="Hi **there**",
+        provider="demo",
+        model="demo",
+        status="complete",
+        finish_reason="stop",
+        input_tokens=3,
+        output_tokens=2,
+    )
+
+
+@pytest.fixture(scope="session")
+def fake_provider():
+    """One fake provider server for the whole run (both wire formats)."""
+    from conversations.fakeprovider import FakeProvider
+
+    with FakeProvider(tokens=20, delay=0.002) as server:
+        yield server
+
+
+@pytest.fixture
+def openai_fake(fake_provider, monkeypatch, settings):
+    """Route the openai SDK to the fake provider and offer its scenario models.
+
+    Returns a function that points ``conversation`` at a scenario model."""
+    fake_provider.clear()
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_provider.openai_base_url)
+    settings.CHAT_PROVIDER_MAX_RETRIES = 0
+    models = []
+
+    def use(conversation, model: str) -> str:
+        models.append(f"openai:{model}")
+        settings.CHAT_MODELS = ",".join(models)
+        Conversation.objects.filter(pk=conversation.pk).update(model_key=f"openai:{model}")
+        return f"openai:{model}"
+
+    return use
+
+
+@pytest.fixture(scope="module")
+def browser(chat_server):
+    """Debian's headless Chromium driven by Playwright (never a downloaded browser).
+
+    Playwright's sync API keeps an asyncio loop marked as running in this
+    thread, which trips Django's async-safety guard although the ORM calls in
+    browser tests are plain synchronous ones; the guard is relaxed only while
+    a browser is up (module scope, so no other test module runs under it)."""
+    from tests.livesite import CHROMIUM, CHROMIUM_ARGS, chromium_missing
+
+    reason = chromium_missing()
+    if reason:
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            yield browser
+            browser.close()
+    finally:
+        del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
+
+
+@pytest.fixture(scope="session")
+def browser_fake_provider():
+    """A slower fake provider, so that a person (and a test) can watch a reply grow."""
+    from conversations.fakeprovider import FakeProvider
+
+    with FakeProvider(tokens=60, delay=0.04) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def chat_server(django_db_setup, django_db_blocker, browser_fake_provider):
+    """The app in a real daphne process, on the test database, with the fake
+    provider's models and the demo model offered."""
+    from tests.livesite import server_on_test_db
+
+    env = {
+        "OPENAI_API_KEY": "sk-test-not-a-real-key",
+        "OPENAI_BASE_URL": browser_fake_provider.openai_base_url,
+        "ANTHROPIC_API_KEY": "sk-ant-test-not-a-real-key",
+        "ANTHROPIC_BASE_URL": browser_fake_provider.anthropic_base_url,
+        "CHAT_MODELS": "openai:fake-normal=Fake GPT,anthropic:fake-normal=Fake Claude,openai:fake-slow-first=Fake Slow",
+        "CHAT_DEMO_MODEL": "1",
+        "CHAT_DEMO_TOKEN_DELAY_MS": "5",
+        "CHAT_PROVIDER_MAX_RETRIES": "0",
+    }
+    with django_db_blocker.unblock():
+        server = server_on_test_db(env).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def page(chat_server, browser):
+    context = browser.new_context(base_url=chat_server.url, viewport={"width": 1100, "height": 800})
+    page = context.new_page()
+    page.set_default_timeout(15000)
+    yield page
+    context.close()

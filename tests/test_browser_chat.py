@@ -1,0 +1,157 @@
+"""What a person sees, in real headless Chromium against a live daphne server."""
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from conversations.fakeprovider import expected_text
+from conversations.models import Conversation, Message
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True), pytest.mark.timeout(90)]
+
+PASSWORD = "alice-password-123"
+FULL_REPLY = expected_text("fake-normal", tokens=60)
+LAST_REPLY = "document.querySelectorAll('.msg-assistant')[document.querySelectorAll('.msg-assistant').length - 1]"
+
+
+@pytest.fixture
+def alice_in(page):
+    """alice, logged in through the login form."""
+    alice = get_user_model().objects.create_user("alice", password=PASSWORD)
+    page.goto("/accounts/login/")
+    page.fill("input[name=username]", "alice")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url("**/")
+    return alice
+
+
+def _open(page, alice, model_key: str) -> Conversation:
+    conversation = Conversation.objects.create(owner=alice, model_key=model_key)
+    page.goto(conversation.get_absolute_url())
+    page.wait_for_selector('#connection[data-state="open"]', state="attached")
+    return conversation
+
+
+def _send(page, text: str) -> None:
+    page.fill("#composer-text", text)
+    page.press("#composer-text", "Enter")
+
+
+def _last_reply(conversation) -> Message:
+    return Message.objects.filter(conversation=conversation, role="assistant").order_by("-created_at").first()
+
+
+def _wait_for_text(page, chars: int = 10) -> None:
+    page.wait_for_function(f"{LAST_REPLY} && {LAST_REPLY}.querySelector('.content').textContent.length > {chars}")
+
+
+def test_it_shows_the_reply_growing_before_it_ends(page, alice_in):
+    conversation = _open(page, alice_in, "openai:fake-normal")
+    page.evaluate(
+        """() => {
+        window.__lengths = [];
+        new MutationObserver(() => {
+            const replies = document.querySelectorAll('.msg-assistant');
+            const last = replies[replies.length - 1];
+            if (last && last.dataset.status === 'streaming') {
+                window.__lengths.push(last.querySelector('.content').textContent.length);
+            }
+        }).observe(document.getElementById('transcript'), {subtree: true, childList: true, characterData: true});
+    }"""
+    )
+    _send(page, "Hello, 你好 👋")
+    page.wait_for_selector('.msg-assistant[data-status="complete"]')
+    lengths = page.evaluate("window.__lengths")
+    assert len({n for n in lengths if n > 0}) >= 3, lengths
+    assert page.locator(".msg-user .content").inner_text() == "Hello, 你好 👋"
+    assert _last_reply(conversation).content == FULL_REPLY
+    # Model output is never markup: the fake's <script> arrives as text.
+    assert page.locator(".msg-assistant script").count() == 0
+    assert "<script>" in page.locator(".msg-assistant .content").inner_text()
+
+
+def test_it_renders_markdown_with_a_highlighted_code_block(page, alice_in):
+    _open(page, alice_in, "demo:demo")
+    _send(page, "Show me a table")
+    reply = page.wait_for_selector('.msg-assistant[data-status="complete"]')
+    assert reply.query_selector("table th") is not None
+    assert reply.query_selector(".code-block .highlight pre span") is not None  # Pygments tokens
+    assert reply.query_selector(".code-header .copy-code") is not None
+    assert "Show me a table" in reply.inner_text()
+    assert "Demo" in reply.query_selector(".meta-model").inner_text()
+
+
+def test_it_stops_a_reply(page, alice_in):
+    conversation = _open(page, alice_in, "openai:fake-normal")
+    _send(page, "Go")
+    _wait_for_text(page)
+    page.click("#stop-button")
+    reply = page.wait_for_selector('.msg-assistant[data-status="stopped"]')
+    assert "Stopped." in reply.inner_text()
+    saved = _last_reply(conversation)
+    assert saved.status == "stopped"
+    assert 0 < len(saved.content) < len(FULL_REPLY)
+    assert page.is_hidden("#stop-button")
+
+
+def test_it_stops_a_reply_with_escape(page, alice_in):
+    conversation = _open(page, alice_in, "openai:fake-normal")
+    _send(page, "Go")
+    _wait_for_text(page)
+    page.keyboard.press("Escape")
+    page.wait_for_selector('.msg-assistant[data-status="stopped"]')
+    assert _last_reply(conversation).status == "stopped"
+
+
+def test_it_continues_the_reply_after_a_reload(page, alice_in):
+    conversation = _open(page, alice_in, "openai:fake-normal")
+    _send(page, "Keep going while I reload")
+    _wait_for_text(page)
+    page.reload()
+    page.wait_for_selector('.msg-assistant[data-status="streaming"]', state="attached")
+    page.wait_for_selector('.msg-assistant[data-status="complete"]')
+    assert _last_reply(conversation).content == FULL_REPLY
+    assert page.locator(".msg-assistant").count() == 1
+    assert "tokens" in page.locator(".msg-assistant .msg-footer").inner_text()
+
+
+def test_it_names_the_new_model_after_a_switch(page, alice_in):
+    _open(page, alice_in, "openai:fake-normal")
+    _send(page, "First")
+    page.wait_for_selector('.msg-assistant[data-status="complete"]')
+    with page.expect_response(lambda r: r.url.endswith("/model/") and r.status == 204):
+        page.select_option("#model-picker", "anthropic:fake-normal")
+    _send(page, "Second")
+    page.wait_for_function("document.querySelectorAll('.msg-assistant[data-status=\"complete\"]').length === 2")
+    models = page.locator(".msg-assistant .meta-model").all_inner_texts()
+    assert models == ["Fake GPT", "Fake Claude"]
+
+
+def test_it_sends_on_enter_but_not_on_shift_enter_or_while_composing(page, alice_in):
+    conversation = _open(page, alice_in, "demo:demo")
+    page.fill("#composer-text", "line one")
+    page.press("#composer-text", "Shift+Enter")
+    page.type("#composer-text", "line two 中文")
+    # An input method confirming a candidate with Enter must not send.
+    page.evaluate(
+        """() => document.getElementById('composer-text').dispatchEvent(
+            new KeyboardEvent('keydown', {key: 'Enter', isComposing: true, bubbles: true, cancelable: true}))"""
+    )
+    assert page.input_value("#composer-text") == "line one\nline two 中文"
+    page.press("#composer-text", "Enter")
+    page.wait_for_selector('.msg-assistant[data-status="complete"]')
+    assert page.input_value("#composer-text") == ""
+    users = list(Message.objects.filter(conversation=conversation, role="user").values_list("content", flat=True))
+    assert users == ["line one\nline two 中文"]
+
+
+def test_it_keeps_the_text_when_a_send_is_refused(page, alice_in):
+    conversation = _open(page, alice_in, "openai:fake-normal")
+    _send(page, "first")
+    _wait_for_text(page)
+    _send(page, "second, while the first streams")
+    page.wait_for_selector("#composer-error:not(:empty)")
+    assert "still being written" in page.inner_text("#composer-error")
+    assert page.input_value("#composer-text") == "second, while the first streams"
+    page.wait_for_selector('.msg-assistant[data-status="complete"]')
+    assert Message.objects.filter(conversation=conversation, role="user").count() == 1

@@ -1,0 +1,388 @@
+"""The conversation websocket, end to end in one process: consumer →
+generation → the real openai SDK → the fake provider over HTTP."""
+
+import asyncio
+import html
+import json
+import re
+import threading
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.db.backends import utils as db_utils
+from django.test import Client
+
+from chatsite.asgi import application
+from conversations import generation
+from conversations.fakeprovider import expected_text
+from conversations.markdown import render_markdown
+from conversations.models import Conversation, Message
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
+
+TAIL = re.compile(r'<span hx-swap-oob="beforeend:#msg-[0-9a-f-]+-tail">(.*?)</span>', re.S)
+
+
+@pytest.fixture(autouse=True)
+def _append_only_frames(settings):
+    # Deltas only (no periodic markdown re-render) so frame text concatenates.
+    settings.CHAT_RENDER_INTERVAL_MS = 10**9
+
+
+@database_sync_to_async
+def _session_cookie(user) -> bytes:
+    client = Client()
+    client.force_login(user)
+    return f"sessionid={client.cookies['sessionid'].value}".encode()
+
+
+async def _connect(user, conversation, *, origin=b"http://localhost") -> WebsocketCommunicator:
+    headers = [(b"host", b"localhost")]
+    if origin:
+        headers.append((b"origin", origin))
+    if user is not None:
+        headers.append((b"cookie", await _session_cookie(user)))
+    communicator = WebsocketCommunicator(application, f"/ws/conversations/{conversation.id}/", headers=headers)
+    connected, _ = await communicator.connect(timeout=5)
+    assert connected
+    return communicator
+
+
+async def _owner_socket(alice, conversation) -> WebsocketCommunicator:
+    communicator = await _connect(alice, conversation)
+    return communicator
+
+
+def _is_final(frame: str) -> bool:
+    return 'class="msg msg-assistant' in frame and 'hx-swap-oob="outerHTML' in frame and "status-streaming" not in frame
+
+
+async def _until_final(communicator, wait=20.0) -> list[str]:
+    frames = []
+    while True:
+        frame = await communicator.receive_from(timeout=wait)
+        frames.append(frame)
+        if _is_final(frame):
+            return frames
+
+
+def _delta_text(frames: list[str]) -> str:
+    return "".join(html.unescape(part) for frame in frames for part in TAIL.findall(frame))
+
+
+async def _send(communicator, **fields):
+    await communicator.send_to(text_data=json.dumps(fields))
+
+
+async def _first_delta(communicator, wait=10.0) -> list[str]:
+    frames = []
+    while True:
+        frames.append(await communicator.receive_from(timeout=wait))
+        if TAIL.search(frames[-1]):
+            return frames
+
+
+@database_sync_to_async
+def _reply(conversation) -> Message:
+    return Message.objects.filter(conversation=conversation, role="assistant").order_by("-created_at").first()
+
+
+class SqlWrites:
+    """Every INSERT/UPDATE/DELETE Django runs, from any thread (the generation
+    saves from channels' database thread, which CaptureQueriesContext misses)."""
+
+    def __init__(self):
+        self.statements: list[str] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, execute, sql, params, many, context):
+        if sql.lstrip().split(" ", 1)[0].upper() in ("INSERT", "UPDATE", "DELETE"):
+            with self._lock:
+                self.statements.append(sql)
+        return execute(sql, params, many, context)
+
+
+@pytest.fixture
+def sql_writes(monkeypatch):
+    recorder = SqlWrites()
+    original = db_utils.CursorWrapper._execute_with_wrappers
+
+    def wrapped(self, sql, params, many, executor):
+        return original(self, sql, params, many, lambda *a: recorder(executor, *a))
+
+    monkeypatch.setattr(db_utils.CursorWrapper, "_execute_with_wrappers", wrapped)
+    return recorder
+
+
+async def test_it_streams_frames_that_add_up_to_the_reply(alice, conversation, openai_fake):
+    await sync_to_async(openai_fake)(conversation, "fake-normal")
+    communicator = await _owner_socket(alice, conversation)
+    await _send(communicator, action="send", text="Hello 你好")
+    frames = await _until_final(communicator)
+    await communicator.disconnect()
+
+    bubbles = next(frame for frame in frames if 'class="msg msg-user' in frame)
+    assert "Hello 你好" in bubbles and "status-streaming" in bubbles
+    assert _delta_text(frames) == expected_text("fake-normal")
+    reply = await _reply(conversation)
+    assert reply.status == "complete"
+    assert reply.content == expected_text("fake-normal")
+    assert (reply.provider, reply.model, reply.finish_reason) == ("openai", "fake-normal", "stop")
+    assert reply.output_tokens and reply.input_tokens
+    assert reply.first_token_ms is not None and reply.duration_ms >= reply.first_token_ms
+    assert render_markdown(reply.content) in frames[-1]
+
+
+async def test_it_escapes_html_in_deltas(alice, conversation, openai_fake):
+    await sync_to_async(openai_fake)(conversation, "fake-normal")
+    communicator = await _owner_socket(alice, conversation)
+    await _send(communicator, action="send", text="<b>hi</b>")
+    frames = await _until_final(communicator)
+    await communicator.disconnect()
+
+    assert "<script>" in expected_text("fake-normal")
+    assert not any("<script>" in frame or "<img" in frame for frame in frames)
+    assert any("&lt;script&gt;" in frame for frame in frames)
+    assert any("&lt;b&gt;hi&lt;/b&gt;" in frame for frame in frames)
+
+
+async def test_it_writes_once_at_the_end_whatever_the_length(alice, conversation, openai_fake, sql_writes):
+    counts = {}
+    communicator = await _owner_socket(alice, conversation)
+    for model in ("fake-normal@tokens=20", "fake-long@tokens=500,delay=0"):
+        await sync_to_async(openai_fake)(conversation, model)
+        sql_writes.statements.clear()
+        await _send(communicator, action="send", text="count the writes")
+        frames = await _until_final(communicator)
+        counts[model] = list(sql_writes.statements)
+        assert _delta_text(frames) == expected_text(model)
+    await communicator.disconnect()
+
+    short, long_ = counts.values()
+    assert len(short) == len(long_) == 4  # user message, reply row, conversation activity, the final save
+    assert sum('UPDATE "conversations_message"' in sql for sql in long_) == 1
+
+
+async def test_it_stops_and_closes_the_upstream_connection(alice, conversation, openai_fake, fake_provider):
+    await sync_to_async(openai_fake)(conversation, "fake-long@tokens=400,delay=0.02")
+    communicator = await _owner_socket(alice, conversation)
+    await _send(communicator, action="send", text="tell me a long story")
+    frames = await _first_delta(communicator)
+    await _send(communicator, action="stop")
+    frames += await _until_final(communicator)
+    await communicator.disconnect()
+
+    assert await asyncio.to_thread(fake_provider.wait_for_disconnect, 1.0)
+    reply = await _reply(conversation)
+    assert reply.status == "stopped"
+    assert reply.content and expected_text("fake-long@tokens=400").startswith(reply.content)
+    assert len(reply.content) < len(expected_text("fake-long@tokens=400"))
+    assert "Stopped." in frames[-1]
+
+
+async def test_it_refuses_a_second_send_while_streaming(alice, conversation, openai_fake):
+    await sync_to_async(openai_fake)(conversation, "fake-long@tokens=100,delay=0.01")
+    communicator = await _owner_socket(alice, conversation)
+    await _send(communicator, action="send", text="first")
+    await _first_delta(communicator)
+    await _send(communicator, action="send", text="second, too soon")
+    frames = await _until_final(communicator)
+    await communicator.disconnect()
+
+    refusal = next(frame for frame in frames if 'id="composer-error"' in frame)
+    assert "still being written" in refusal
+    assert not any("second, too soon" in frame for frame in frames)
+    users = await database_sync_to_async(list)(
+        Message.objects.filter(conversation=conversation, role="user").values_list("content", flat=True)
+    )
+    assert users == ["first"]
+    assert (await _reply(conversation)).status == "complete"
+
+
+async def test_it_acknowledges_a_saved_message_to_the_sender(alice, conversation, openai_fake):
+    await sync_to_async(openai_fake)(conversation, "fake-normal")
+    communicator = await _owner_socket(alice, conversation)
+    await _send(communicator, action="send", text="hello")
+    frames = await _until_final(communicator)
+    await communicator.disconnect()
+    assert any('id="composer-ack"' in frame and 'data-sent="1"' in frame for frame in frames)
+
+
+async def test_it_refuses_a_socket_for_another_users_conversation(charlie, conversation):
+    communicator = await _connect(charlie, conversation)
+    closed = await communicator.receive_output(timeout=5)
+    assert closed == {"type": "websocket.close", "code": 4404}
+    await communicator.disconnect()
+
+
+async def test_it_refuses_an_anonymous_socket(conversation):
+    communicator = await _connect(None, conversation)
+    closed = await communicator.receive_output(timeout=5)
+    assert closed == {"type": "websocket.close", "code": 4401}
+    await communicator.disconnect()
+
+
+async def test_it_refuses_a_socket_from_another_origin(alice, conversation):
+    headers = [(b"host", b"localhost"), (b"origin", b"http://evil.example"), (b"cookie", await _session_cookie(alice))]
+    communicator = WebsocketCommunicator(application, f"/ws/conversations/{conversation.id}/", headers=headers)
+    connected, _ = await communicator.connect(timeout=5)
+    assert not connected
+    await communicator.disconnect()
+
+
+@pytest.mark.parametrize(
+    ("frame", "error"),
+    [
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "not a JSON object"),
+        (json.dumps({"action": "send", "text": "hi", "evil": 1}), "Unknown field: evil"),
+        (json.dumps({"action": "explode"}), "Unknown action"),
+        (json.dumps({"action": "send", "text": "   "}), "Type a message first"),
+        (json.dumps({"action": "send", "text": "x" * 32001}), "too long (32001 characters; the limit is 32000)"),
+        ("x" * (32000 * 6 + 5000), "frame is too large"),
+    ],
+)
+async def test_it_answers_bad_frames_clearly_and_stays_usable(alice, conversation, openai_fake, frame, error):
+    await sync_to_async(openai_fake)(conversation, "fake-normal")
+    communicator = await _owner_socket(alice, conversation)
+    await communicator.send_to(text_data=frame)
+    answer = await communicator.receive_from(timeout=5)
+    assert 'id="composer-error"' in answer and error in answer
+    assert await database_sync_to_async(Message.objects.filter(conversation=conversation).count)() == 0
+
+    await _send(communicator, action="send", text="still works")
+    frames = await _until_final(communicator)
+    await communicator.disconnect()
+    assert _delta_text(frames) == expected_text("fake-normal")
+
+
+async def test_it_finishes_and_saves_after_the_socket_closes(alice, conversation, openai_fake):
+    await sync_to_async(openai_fake)(conversation, "fake-long@tokens=60,delay=0.01")
+    communicator = await _owner_socket(alice, conversation)
+    await _send(communicator, action="send", text="go on without me")
+    await _first_delta(communicator)
+    active = generation.get_active(conversation.id)
+    await communicator.disconnect()
+
+    await asyncio.wait_for(active.done.wait(), timeout=20)
+    reply = await _reply(conversation)
+    assert reply.status == "complete"
+    assert reply.content == expected_text("fake-long@tokens=60")
+
+
+async def test_it_lets_a_second_socket_join_with_no_gap_and_no_repeat(alice, conversation, openai_fake):
+    model = "fake-long@tokens=120,delay=0.01"
+    await sync_to_async(openai_fake)(conversation, model)
+    first = await _owner_socket(alice, conversation)
+    await _send(first, action="send", text="stream to two tabs")
+    await _first_delta(first)
+    second = await _owner_socket(alice, conversation)
+    joined = await _until_final(second)
+    rest = await _until_final(first)
+    await first.disconnect()
+    await second.disconnect()
+
+    snapshot, live = joined[0], joined[1:]
+    assert "status-streaming" in snapshot
+    live_text = _delta_text(live)
+    assert live_text and expected_text(model).endswith(live_text)
+    prefix = expected_text(model)[: len(expected_text(model)) - len(live_text)]
+    assert str(render_markdown(prefix)) in snapshot  # the snapshot holds exactly the text before the live frames
+    assert joined[-1] == rest[-1]
+
+
+@pytest.mark.parametrize(
+    ("model", "kind", "says"),
+    [
+        ("fake-error-401", "auth", "API key"),
+        ("fake-error-403", "permission", ""),
+        ("fake-error-404", "not_found", ""),
+        ("fake-error-429", "rate_limit", ""),
+        ("fake-error-400", "bad_request", ""),
+        ("fake-error-500", "server", ""),
+        ("fake-error-529", "overloaded", ""),
+        ("fake-midstream-error", "server", ""),
+        ("fake-disconnect", "connection", ""),
+    ],
+)
+async def test_it_ends_a_failed_reply_with_a_clear_error_and_keeps_the_text(
+    alice, conversation, openai_fake, model, kind, says
+):
+    await sync_to_async(openai_fake)(conversation, model)
+    communicator = await _owner_socket(alice, conversation)
+    await _send(communicator, action="send", text="this will fail")
+    frames = await _until_final(communicator)
+    await communicator.disconnect()
+
+    reply = await _reply(conversation)
+    assert reply.status == "error"
+    assert reply.error_kind == kind
+    assert reply.error and says in reply.error
+    assert html.escape(reply.error, quote=True) in frames[-1] or reply.error in frames[-1]
+    assert "Retry" in frames[-1]
+    assert reply.content == _delta_text(frames)
+    assert "sk-test-not-a-real-key" not in reply.error
+    user = await database_sync_to_async(Message.objects.get)(conversation=conversation, role="user")
+    assert user.content == "this will fail"
+
+
+async def test_it_retries_a_failed_reply_as_a_new_attempt(alice, conversation, openai_fake):
+    await sync_to_async(openai_fake)(conversation, "fake-error-500")
+    communicator = await _owner_socket(alice, conversation)
+    await _send(communicator, action="send", text="try twice")
+    await _until_final(communicator)
+    failed = await _reply(conversation)
+    await sync_to_async(openai_fake)(conversation, "fake-normal")
+    await _send(communicator, action="retry", message=str(failed.id))
+    frames = await _until_final(communicator)
+    await communicator.disconnect()
+
+    assert any(f'hx-swap-oob="outerHTML:#msg-{failed.id}"' in f for f in frames)  # takes the failed bubble's place
+    retried = await _reply(conversation)
+    assert retried.id != failed.id and retried.parent_id == failed.parent_id
+    assert retried.content == expected_text("fake-normal") and retried.status == "complete"
+    branch = await database_sync_to_async(
+        lambda: [m.id for m in Conversation.objects.get(pk=conversation.pk).transcript()]
+    )()
+    assert failed.id not in branch and retried.id in branch
+
+
+async def test_it_continues_a_reply_cut_by_max_tokens(alice, conversation, openai_fake, fake_provider):
+    await sync_to_async(openai_fake)(conversation, "fake-length")
+    communicator = await _owner_socket(alice, conversation)
+    await _send(communicator, action="send", text="long answer please")
+    frames = await _until_final(communicator)
+    cut = await _reply(conversation)
+    assert cut.finish_reason == "length" and "maximum length" in frames[-1] and "Continue" in frames[-1]
+
+    await _send(communicator, action="continue", message=str(cut.id))
+    frames = await _until_final(communicator)
+    await communicator.disconnect()
+    continued = await _reply(conversation)
+    assert continued.id == cut.id
+    assert continued.content.startswith(cut.content) and len(continued.content) > len(cut.content)
+    assert continued.parameters["continuations"] == 1
+    sent = fake_provider.requests[-1].json["messages"]
+    assert sent[-2] == {"role": "assistant", "content": cut.content}
+    assert sent[-1]["role"] == "user" and sent[-1]["content"].startswith("Continue exactly where")
+
+
+async def test_it_sends_the_whole_history_to_the_next_model(alice, conversation, openai_fake, fake_provider):
+    await sync_to_async(openai_fake)(conversation, "fake-normal")
+    communicator = await _owner_socket(alice, conversation)
+    await _send(communicator, action="send", text="first question")
+    await _until_final(communicator)
+    await sync_to_async(openai_fake)(conversation, "fake-reasoning")
+    await _send(communicator, action="send", text="second question")
+    frames = await _until_final(communicator)
+    await communicator.disconnect()
+
+    sent = fake_provider.requests[-1].json
+    assert sent["model"] == "fake-reasoning"
+    assert [m["role"] for m in sent["messages"]] == ["user", "assistant", "user"]
+    assert sent["messages"][1]["content"] == expected_text("fake-normal")
+    assert "fake-reasoning" in frames[-1]
+    reply = await _reply(conversation)
+    assert reply.model == "fake-reasoning" and reply.reasoning

@@ -1,0 +1,146 @@
+import pytest
+from django.urls import reverse
+
+from conversations.models import Conversation, Message
+
+pytestmark = pytest.mark.django_db
+
+
+def _urls(conversation, message_id):
+    cid = conversation.id
+    return [
+        ("get", reverse("conversation", args=[cid])),
+        ("post", reverse("rename", args=[cid])),
+        ("post", reverse("set_model", args=[cid])),
+        ("post", reverse("update_settings", args=[cid])),
+        ("get", reverse("delete", args=[cid])),
+        ("post", reverse("delete", args=[cid])),
+        ("post", reverse("send", args=[cid])),
+        ("post", reverse("stop", args=[cid])),
+        ("post", reverse("retry", args=[cid, message_id])),
+        ("post", reverse("continue", args=[cid, message_id])),
+    ]
+
+
+def test_it_checks_ownership_on_every_url(charlie_client, conversation, reply):
+    for method, url in _urls(conversation, reply.id):
+        response = getattr(charlie_client, method)(url, {"title": "x", "text": "hi", "model": "demo:demo"})
+        assert response.status_code == 404, (method, url)
+    conversation.refresh_from_db()
+    assert conversation.title == "Alice's plans"
+    assert conversation.messages.count() == 2
+
+
+def test_it_creates_a_conversation_with_the_default_model(alice_client, alice):
+    response = alice_client.post(reverse("new_conversation"))
+    conversation = Conversation.objects.get(owner=alice)
+    assert response.status_code == 302
+    assert response["Location"] == conversation.get_absolute_url()
+    assert conversation.model_key == "demo:demo"
+
+
+def test_it_creates_a_conversation_with_the_chosen_model(alice_client, alice, settings):
+    settings.CHAT_DEMO_MODEL = "1"
+    alice_client.post(reverse("new_conversation"), {"model": "demo:demo"})
+    assert Conversation.objects.get(owner=alice).model_key == "demo:demo"
+
+
+def test_it_shows_the_transcript_escaped_and_rendered(alice_client, conversation, reply):
+    Message.objects.create(conversation=conversation, parent=reply, role="user", content="<script>alert(1)</script>")
+    response = alice_client.get(conversation.get_absolute_url())
+    body = response.content.decode()
+    assert response.status_code == 200
+    assert "<strong>there</strong>" in body
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body
+    assert "<script>alert(1)" not in body
+
+
+def test_it_lists_only_my_conversations_newest_first(alice_client, alice, charlie):
+    older = Conversation.objects.create(owner=alice, title="Older")
+    newer = Conversation.objects.create(owner=alice, title="Newer")
+    Conversation.objects.create(owner=charlie, title="Charlie's secret")
+    older.touch()  # activity moves it to the top
+    body = alice_client.get(reverse("index")).content.decode()
+    assert "Charlie&#x27;s secret" not in body and "Charlie's secret" not in body
+    assert body.index("Older") < body.index("Newer")
+    assert newer.get_absolute_url() in body
+
+
+def test_it_renames(alice_client, conversation):
+    response = alice_client.post(reverse("rename", args=[conversation.id]), {"title": "  Trip to 北京  "})
+    assert response.status_code == 302
+    conversation.refresh_from_db()
+    assert conversation.title == "Trip to 北京"
+
+
+def test_it_renames_with_htmx(alice_client, conversation):
+    response = alice_client.post(
+        reverse("rename", args=[conversation.id]), {"title": "New"}, headers={"HX-Request": "true"}
+    )
+    body = response.content.decode()
+    assert response.status_code == 200
+    assert 'id="conversation-title"' in body and "New" in body
+    assert "<html" not in body
+
+
+def test_it_asks_before_deleting(alice_client, conversation):
+    response = alice_client.get(reverse("delete", args=[conversation.id]))
+    assert response.status_code == 200
+    assert "cannot be undone" in response.content.decode()
+    assert Conversation.objects.filter(pk=conversation.pk).exists()
+
+
+def test_it_deletes(alice_client, conversation, reply):
+    response = alice_client.post(reverse("delete", args=[conversation.id]))
+    assert response.status_code == 302
+    assert not Conversation.objects.filter(pk=conversation.pk).exists()
+    assert not Message.objects.filter(pk=reply.pk).exists()
+
+
+def test_it_switches_the_model(alice_client, conversation, settings, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    settings.CHAT_MODELS = "openai:gpt-4.1-mini"
+    settings.CHAT_DEMO_MODEL = "1"
+    url = reverse("set_model", args=[conversation.id])
+    response = alice_client.post(url, {"model": "openai:gpt-4.1-mini"}, headers={"HX-Request": "true"})
+    assert response.status_code == 204
+    conversation.refresh_from_db()
+    assert conversation.model_key == "openai:gpt-4.1-mini"
+
+
+def test_it_refuses_a_model_that_is_not_offered(alice_client, conversation):
+    url = reverse("set_model", args=[conversation.id])
+    response = alice_client.post(url, {"model": "openai:gpt-4.1-mini"}, headers={"HX-Request": "true"})
+    assert response.status_code == 400
+    conversation.refresh_from_db()
+    assert conversation.model_key == "demo:demo"
+
+
+def test_it_saves_conversation_settings(alice_client, conversation):
+    url = reverse("update_settings", args=[conversation.id])
+    alice_client.post(url, {"system_prompt": "Be brief.", "temperature": "0.3", "max_tokens": "256"})
+    conversation.refresh_from_db()
+    assert (conversation.system_prompt, conversation.temperature, conversation.max_tokens) == ("Be brief.", 0.3, 256)
+
+
+def test_it_rejects_an_out_of_range_temperature(alice_client, conversation):
+    url = reverse("update_settings", args=[conversation.id])
+    alice_client.post(url, {"system_prompt": "", "temperature": "7", "max_tokens": ""})
+    conversation.refresh_from_db()
+    assert conversation.temperature is None
+
+
+def test_it_follows_the_newest_branch(conversation):
+    question = Message.objects.create(conversation=conversation, role="user", content="Q")
+    Message.objects.create(
+        conversation=conversation, parent=question, role="assistant", content="failed", status="error"
+    )
+    retried = Message.objects.create(conversation=conversation, parent=question, role="assistant", content="A")
+    follow_up = Message.objects.create(conversation=conversation, parent=retried, role="user", content="Q2")
+    assert [m.content for m in conversation.transcript()] == ["Q", "A", "Q2"]
+    assert conversation.transcript()[-1] == follow_up
+
+
+def test_it_tells_users_that_reviewers_may_read(alice_client, conversation):
+    body = alice_client.get(conversation.get_absolute_url()).content.decode()
+    assert "Staff with review permission may read conversations." in body
