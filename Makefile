@@ -12,12 +12,12 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 # Stamps make the second run fast: pip runs again only when a requirements file changes.
-$(VENV)/.installed-runtime: requirements.txt | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -r requirements.txt
+$(VENV)/.installed-runtime: requirements.txt constraints.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -r requirements.txt -c constraints.txt
 	touch $@
 
-$(VENV)/.installed-test: requirements.txt requirements-test.txt | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -r requirements-test.txt
+$(VENV)/.installed-test: requirements.txt requirements-test.txt constraints.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -r requirements-test.txt -c constraints.txt
 	touch $(VENV)/.installed-runtime $@
 
 migrate: $(VENV)/.installed-runtime

@@ -134,7 +134,10 @@ if REDIS_URL:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                # redis-py 8 defaults to a 5 s socket timeout, the same as
+                # channels-redis' blocking BZPOPMIN, so an idle consumer's read
+                # would time out and crash it; keep reads well above that.
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5}],
                 # group_send silently drops messages to a full channel; frames
                 # are coalesced (at most ~20/s per conversation), so 1000 gives
                 # a reader about 50 s of slack before anything is lost.

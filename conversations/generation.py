@@ -302,6 +302,7 @@ class Generation:
         self.first_token_ms: int | None = None
         self.frames_sent = 0
         self._dirty = asyncio.Event()
+        self._closing = asyncio.Event()
         self._last_frame = 0.0
         self._last_render = 0.0
         self._started = 0.0
@@ -387,14 +388,24 @@ class Generation:
 
     async def _pump(self) -> None:
         """Send what accumulated: at once if the last frame is older than the
-        window (a lone token is not delayed), else when the window ends."""
+        window (a lone token is not delayed), else when the window ends.
+
+        It returns when ``_closing`` is set, never in the middle of a send:
+        cancelling a channel-layer send halfway (redis-py in particular) can
+        leave its connection waiting for a reply that never comes.
+        """
         loop = asyncio.get_running_loop()
         interval = settings.CHAT_FRAME_INTERVAL_MS / 1000
         while True:
             await self._dirty.wait()
+            if self._closing.is_set():
+                return
             wait = self._last_frame + interval - loop.time()
             if wait > 0:
-                await asyncio.sleep(wait)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closing.wait(), wait)
+                if self._closing.is_set():
+                    return
             self._dirty.clear()
             await self._send_frame()
             self._last_frame = loop.time()
@@ -429,9 +440,10 @@ class Generation:
 
     async def _end(self, pump: asyncio.Task, status: str, error: str, error_kind: str) -> None:
         self._finishing = True
-        pump.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await pump
+        self._closing.set()
+        self._dirty.set()
+        with contextlib.suppress(Exception):
+            await pump  # finishes a send in progress, then returns
         if self.sent_text < len(self.text) or self.sent_reasoning < len(self.reasoning):
             # What the window still held goes out as one last delta, so that
             # the frames alone add up to the reply.

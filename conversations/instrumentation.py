@@ -29,7 +29,9 @@ def _count(execute, sql, params, many, context):
 
 
 def _instrument(sender, connection, **kwargs) -> None:
-    connection.execute_wrappers.append(_count)
+    # Fired on every reconnect of the same wrapper: install the counter once.
+    if _count not in connection.execute_wrappers:
+        connection.execute_wrappers.append(_count)
 
 
 def count_writes_to(path: str) -> None:

@@ -74,6 +74,20 @@ class ChildProcess:
         self.stop()
 
 
+def database_env() -> dict[str, str]:
+    """Environment that points a child process at this process's database."""
+    from django.db import connection
+
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        return {"SQLITE_PATH": str(db["NAME"]), "DATABASE_URL": None}
+    user = db.get("USER") or "postgres"
+    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
+    host = db.get("HOST") or "127.0.0.1"
+    port = db.get("PORT") or 5432
+    return {"DATABASE_URL": f"postgres://{user}{password}@{host}:{port}/{db['NAME']}"}
+
+
 def _environ(env: dict[str, str | None]) -> dict[str, str]:
     """This process's environment with ``env`` applied (None removes a variable)."""
     merged = {**os.environ, **env}

@@ -20,6 +20,18 @@ def _isolated_provider_env(monkeypatch, settings):
     settings.CHAT_DEMO_TOKEN_DELAY_MS = 0
 
 
+@pytest.fixture(autouse=True)
+def _fresh_channel_layer():
+    """A new channel layer instance per test: channels-redis keeps receive
+    state on the instance, bound to the event loop that first received, and
+    every async test runs on a loop of its own."""
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
+
+
 @pytest.fixture
 def alice(django_user_model):
     return django_user_model.objects.create_user("alice", password="alice-password-123")
@@ -159,3 +171,7 @@ def page(chat_server, browser):
     page.set_default_timeout(15000)
     yield page
     context.close()
+    log = os.environ.get("CHAT_TEST_SERVER_LOG")
+    if log:
+        with open(log, "w") as out:
+            out.write("".join(chat_server.log))

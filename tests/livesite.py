@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import os
 
-from django.db import connection
-
-from conversations.processes import ChildProcess, app_server
+from conversations.processes import ChildProcess, app_server, database_env
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -25,18 +23,6 @@ def chromium_missing() -> str:
     if not os.access(CHROMIUM, os.X_OK):
         return f"no Chromium at {CHROMIUM} (apt-get install chromium)"
     return ""
-
-
-def database_env() -> dict[str, str]:
-    """Environment that points a server process at the test database."""
-    db = connection.settings_dict
-    if db["ENGINE"].endswith("sqlite3"):
-        return {"SQLITE_PATH": str(db["NAME"])}
-    user = db.get("USER") or "postgres"
-    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
-    host = db.get("HOST") or "127.0.0.1"
-    port = db.get("PORT") or 5432
-    return {"DATABASE_URL": f"postgres://{user}{password}@{host}:{port}/{db['NAME']}"}
 
 
 def server_on_test_db(env: dict[str, str]) -> ChildProcess:

@@ -37,7 +37,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
 from conversations.models import Conversation, Message
-from conversations.processes import app_server, fake_provider
+from conversations.processes import app_server, database_env, fake_provider
 
 TOKEN = re.compile(r"t(\d{19}) ")
 FINAL = re.compile(r'class="msg msg-assistant status-(?!streaming)')
@@ -102,7 +102,9 @@ class Command(BaseCommand):
         writes_file = Path(tempfile.mkstemp(prefix="chat-writes-", suffix=".json")[1])
         provider_options = ["--tokens", str(options["tokens"]), "--delay", str(options["delay"])]
         provider_options += ["--first-delay", str(options["first_delay"])]
-        with fake_provider({}, *provider_options, cpus="1" if options["pin"] else "") as provider:
+        with fake_provider(
+            {"DJANGO_SECRET_KEY": settings.SECRET_KEY}, *provider_options, cpus="1" if options["pin"] else ""
+        ) as provider:
             server = app_server(
                 {
                     "DJANGO_DEBUG": "0",
@@ -113,6 +115,7 @@ class Command(BaseCommand):
                     "CHAT_MODELS": "openai:fake-timestamped",
                     "CHAT_DEMO_MODEL": "0",
                     "CHAT_SQL_WRITES_FILE": str(writes_file),
+                    **database_env(),
                 },
                 cpus="0" if options["pin"] else "",
             ).start()
