@@ -154,6 +154,16 @@ _PHRASES = {
 # --- scenarios ----------------------------------------------------------------
 
 
+# The timestamped scenario's token: replaced by ``t<time.time_ns()> `` at the
+# moment it is written, after any pacing pause, so benchmarks measure only
+# what happens after the provider sends.
+STAMP = object()
+
+
+def stamped(token) -> str:
+    return f"t{time.time_ns()} " if token is STAMP else token
+
+
 @dataclass(frozen=True)
 class Plan:
     """What one request asks for, parsed from its model name."""
@@ -190,7 +200,7 @@ class Plan:
         """The reply's tokens, made lazily (timestamped ones at send time)."""
         for index in range(self.token_count(max_tokens)):
             if self.scenario == "timestamped":
-                yield f"t{time.time_ns()} "
+                yield STAMP
             elif index < len(BASE_TOKENS):
                 yield BASE_TOKENS[index]
             else:
@@ -700,7 +710,7 @@ class FakeProvider:
             sent += 1
         for index, token in enumerate(plan.text_tokens(max_tokens)):
             await conn.pause(plan.delay if index or sent else 0)
-            await conn.chunk(chunk({"content": token}))
+            await conn.chunk(chunk({"content": stamped(token)}))
             sent += 1
         if plan.partial:
             error = {
@@ -722,7 +732,7 @@ class FakeProvider:
     async def _openai_whole(self, conn: _Connection, plan: Plan, body: dict, max_tokens: int | None) -> bool:
         if not await self._wait_whole(conn, plan, max_tokens):
             return False
-        text = "".join(plan.text_tokens(max_tokens))
+        text = "".join(map(stamped, plan.text_tokens(max_tokens)))
         reasoning = "".join(plan.reasoning_tokens())
         message = {"role": "assistant", "content": text, "refusal": None}
         if reasoning:
@@ -799,7 +809,9 @@ class FakeProvider:
         await event("content_block_start", {"index": index, "content_block": {"type": "text", "text": ""}})
         for token in plan.text_tokens(max_tokens):
             await conn.pause(plan.delay if sent else 0)
-            await event("content_block_delta", {"index": index, "delta": {"type": "text_delta", "text": token}})
+            await event(
+                "content_block_delta", {"index": index, "delta": {"type": "text_delta", "text": stamped(token)}}
+            )
             sent += 1
         if plan.partial:
             error = {"type": "error", "error": {"type": plan.error or "overloaded_error", "message": "Overloaded"}}
@@ -820,7 +832,7 @@ class FakeProvider:
         content = []
         if plan.reasoning_tokens():
             content.append({"type": "thinking", "thinking": "".join(plan.reasoning_tokens()), "signature": SIGNATURE})
-        content.append({"type": "text", "text": "".join(plan.text_tokens(max_tokens))})
+        content.append({"type": "text", "text": "".join(map(stamped, plan.text_tokens(max_tokens)))})
         payload = {
             "id": _id("msg_"),
             "type": "message",

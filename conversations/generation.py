@@ -111,6 +111,14 @@ def _check_idle(conversation: Conversation) -> None:
     leftovers.update(status=Message.Status.INTERRUPTED, completed_at=timezone.now())
 
 
+def _lock_idle(conversation_id: UUID, user) -> tuple[Conversation, ModelSpec]:
+    """Inside a transaction: the conversation, row-locked, with no reply being
+    written, and the model it uses.  Raises ReplyRefused or DoesNotExist."""
+    conversation = Conversation.objects.for_user(user).select_for_update().get(pk=conversation_id)
+    _check_idle(conversation)
+    return conversation, _model_for(conversation)
+
+
 def _model_for(conversation: Conversation) -> ModelSpec:
     spec = providers.get_model(conversation.model_key)
     if spec is None:
@@ -141,9 +149,7 @@ def _bubbles(conversation: Conversation, *messages: Message) -> str:
 @database_sync_to_async
 def _create_turn(conversation_id: UUID, user, text: str) -> _Turn:
     with transaction.atomic():
-        conversation = Conversation.objects.for_user(user).select_for_update().get(pk=conversation_id)
-        _check_idle(conversation)
-        spec = _model_for(conversation)
+        conversation, spec = _lock_idle(conversation_id, user)
         history = conversation.transcript()
         user_message = Message.objects.create(
             conversation=conversation,
@@ -164,9 +170,7 @@ def _create_turn(conversation_id: UUID, user, text: str) -> _Turn:
 @database_sync_to_async
 def _create_retry(conversation_id: UUID, user, message_id: UUID) -> _Turn:
     with transaction.atomic():
-        conversation = Conversation.objects.for_user(user).select_for_update().get(pk=conversation_id)
-        _check_idle(conversation)
-        spec = _model_for(conversation)
+        conversation, spec = _lock_idle(conversation_id, user)
         branch = conversation.transcript()
         index = _index_of(branch, message_id)
         if index is None or not branch[index].is_assistant:
@@ -182,9 +186,7 @@ def _create_retry(conversation_id: UUID, user, message_id: UUID) -> _Turn:
 @database_sync_to_async
 def _create_continue(conversation_id: UUID, user, message_id: UUID) -> _Turn:
     with transaction.atomic():
-        conversation = Conversation.objects.for_user(user).select_for_update().get(pk=conversation_id)
-        _check_idle(conversation)
-        spec = _model_for(conversation)
+        conversation, spec = _lock_idle(conversation_id, user)
         branch = conversation.transcript()
         index = _index_of(branch, message_id)
         if index is None or index != len(branch) - 1 or not branch[index].is_assistant:

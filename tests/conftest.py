@@ -20,6 +20,18 @@ def _isolated_provider_env(monkeypatch, settings):
     settings.CHAT_DEMO_TOKEN_DELAY_MS = 0
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _close_database_thread_connections(django_db_setup):
+    """Close the connection channels' database thread opened on the test
+    database, so that PostgreSQL lets pytest-django drop it at the end."""
+    yield
+    from asgiref.sync import async_to_sync
+    from channels.db import database_sync_to_async
+    from django.db import connections
+
+    async_to_sync(database_sync_to_async(connections.close_all))()
+
+
 @pytest.fixture(autouse=True)
 def _fresh_channel_layer():
     """A new channel layer instance per test: channels-redis keeps receive

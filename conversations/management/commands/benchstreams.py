@@ -39,7 +39,7 @@ from django.core.management.base import BaseCommand
 from conversations.models import Conversation, Message
 from conversations.processes import app_server, database_env, fake_provider
 
-TOKEN = re.compile(r"t(\d{19}) ")
+TOKEN = re.compile(r"t(\d{19})(?!\d)")  # markdown may drop the trailing space
 FINAL = re.compile(r'class="msg msg-assistant status-(?!streaming)')
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
