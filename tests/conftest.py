@@ -25,11 +25,11 @@ def _close_database_thread_connections(django_db_setup):
     """Close the connection channels' database thread opened on the test
     database, so that PostgreSQL lets pytest-django drop it at the end."""
     yield
-    from asgiref.sync import async_to_sync
-    from channels.db import database_sync_to_async
+    from asgiref.sync import SyncToAsync
     from django.db import connections
 
-    async_to_sync(database_sync_to_async(connections.close_all))()
+    # Thread-sensitive sync_to_async calls from async tests ran on this thread.
+    SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=10)
 
 
 @pytest.fixture(autouse=True)
