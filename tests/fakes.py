@@ -15,7 +15,7 @@ from conversations.providers import openai as openai_provider
 from conversations.providers.base import ChatMessage, ChatRequest, Event, ModelSpec, ProviderError
 
 OPENAI_KEY = "sk-test-openai-SECRET-0123456789"
-ANTHROPIC_KEY = "sk-ant-test-SECRET-9876543210"
+ANTHROPIC_KEY = "fake-anthropic-key-SECRET-9876543210"
 TOKENS = 20  # the fake server's default reply length
 PROVIDER_ENV = (
     "OPENAI_API_KEY",
