@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import copy
 import logging
 from dataclasses import dataclass
@@ -317,7 +318,10 @@ class Generation:
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._started = self._last_render = loop.time()
-        self.task = loop.create_task(self._run(), name=f"generation-{self.message.id}")
+        # A fresh context: the task must not inherit the request's or the
+        # socket's asgiref state (Django's per-request ThreadSensitiveContext
+        # executor is shut down when the request ends, and the reply outlives it).
+        self.task = loop.create_task(self._run(), name=f"generation-{self.message.id}", context=contextvars.Context())
 
     def stop(self) -> bool:
         if self.task is None or self.task.done() or self._finishing:
