@@ -39,13 +39,18 @@ def _owned(user, conversation_id: UUID) -> bool:
 
 
 @database_sync_to_async
-def _last_reply_html(conversation_id: UUID) -> str:
-    """The newest reply as it stands in the database, to repair a stale page."""
+def _last_reply(conversation_id: UUID) -> tuple[str, bool, str]:
+    """``(id, streaming, html)`` of the newest reply as the database has it."""
     conversation = Conversation.objects.get(pk=conversation_id)
     branch = conversation.transcript()
     if not branch or not branch[-1].is_assistant:
-        return ""
-    return render_to_string("conversations/_message.html", {"msg": branch[-1], "oob": True})
+        return "", False, ""
+    reply = branch[-1]
+    return (
+        str(reply.id),
+        reply.is_streaming,
+        render_to_string("conversations/_message.html", {"msg": reply, "oob": True}),
+    )
 
 
 class ConversationConsumer(AsyncWebsocketConsumer):
@@ -54,6 +59,10 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         self.group = generation.group_name(self.conversation_id)
         self.user = self.scope.get("user")
         self.joined_at_seq: dict[str, int] = {}
+        # A reply running in another worker: its frames wait here until that
+        # worker's snapshot arrives, so nothing shows twice or goes missing.
+        self.awaiting_snapshot = ""
+        self.held_frames: list[dict] = []
         self.in_group = False
         # Accept, then close with an application code: a socket refused during
         # the handshake looks like a network failure, and htmx would retry.
@@ -82,9 +91,12 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             self.joined_at_seq[str(active.message.id)] = seq
             await self.send(text_data=html)
             return
-        html = await _last_reply_html(self.conversation_id)
+        reply_id, streaming, html = await _last_reply(self.conversation_id)
         if html:
-            await self.send(text_data=html)
+            await self.send(text_data=html)  # repairs a stale page
+        if streaming and settings.REDIS_URL:
+            self.awaiting_snapshot = reply_id
+            await generation.request_snapshot(self.conversation_id, self.channel_name)
 
     # --- frames from the browser -------------------------------------------
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
@@ -136,7 +148,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         await self.send(text_data=render_to_string("conversations/_composer_ack.html"))
 
     async def _on_stop(self, data: dict) -> None:
-        generation.stop(self.conversation_id)
+        await generation.stop_anywhere(self.conversation_id)
 
     async def _on_retry(self, data: dict) -> None:
         await self._on_message_action(data, generation.retry_reply)
@@ -163,11 +175,27 @@ class ConversationConsumer(AsyncWebsocketConsumer):
 
     # --- frames from the channel layer --------------------------------------
     async def conversation_delta(self, event: dict) -> None:
+        if event["message"] == self.awaiting_snapshot:
+            self.held_frames.append(event)
+            return
         if event["seq"] <= self.joined_at_seq.get(event["message"], 0):
             return  # already in the snapshot this socket joined with
         await self.send(text_data=event["html"])
 
+    async def conversation_snapshot(self, event: dict) -> None:
+        """Another worker's answer to our snapshot request."""
+        if event["message"] != self.awaiting_snapshot:
+            return
+        self.awaiting_snapshot = ""
+        self.joined_at_seq[event["message"]] = event["seq"]
+        await self.send(text_data=event["html"])
+        held, self.held_frames = self.held_frames, []
+        for frame in held:
+            await self.conversation_delta(frame)
+
     async def conversation_html(self, event: dict) -> None:
         if "final" in event:
             self.joined_at_seq.pop(event["final"], None)
+            if event["final"] == self.awaiting_snapshot:
+                self.awaiting_snapshot, self.held_frames = "", []
         await self.send(text_data=event["html"])

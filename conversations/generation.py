@@ -59,6 +59,13 @@ def group_name(conversation_id: UUID | str) -> str:
     return f"conversation_{conversation_id}"
 
 
+def control_group(conversation_id: UUID | str) -> str:
+    """Where any worker asks the process that runs a conversation's reply to
+    stop it or to send a snapshot (kept apart from the frames' group so the
+    generation does not receive its own broadcasts)."""
+    return f"conversation_{conversation_id}_control"
+
+
 class ReplyRefused(Exception):
     """A request the user must change before it can go ahead; ``message`` says how."""
 
@@ -75,6 +82,20 @@ def stop(conversation_id: UUID) -> bool:
     """Cancel the conversation's generation in this process; True if one was running."""
     generation = _active.get(conversation_id)
     return generation.stop() if generation else False
+
+
+async def stop_anywhere(conversation_id: UUID) -> None:
+    """Stop the conversation's reply in whichever worker process runs it."""
+    if not stop(conversation_id):
+        await get_channel_layer().group_send(control_group(conversation_id), {"type": "conversation.stop"})
+
+
+async def request_snapshot(conversation_id: UUID, reply_to: str) -> None:
+    """Ask the worker running the conversation's reply to send its snapshot
+    (a ``conversation.snapshot`` event) to the channel ``reply_to``."""
+    await get_channel_layer().group_send(
+        control_group(conversation_id), {"type": "conversation.snapshot_request", "reply_to": reply_to}
+    )
 
 
 async def broadcast(conversation_id: UUID, html: str, **extra) -> None:
@@ -312,6 +333,9 @@ class Generation:
         self._stop_requested = False
         self._finishing = False
         self.task: asyncio.Task | None = None
+        self._control_task: asyncio.Task | None = None
+        self._control_channel = ""
+        self._control_ready = asyncio.Event()
         self.done = asyncio.Event()
 
     # --- control ---------------------------------------------------------
@@ -322,6 +346,7 @@ class Generation:
         # socket's asgiref state (Django's per-request ThreadSensitiveContext
         # executor is shut down when the request ends, and the reply outlives it).
         self.task = loop.create_task(self._run(), name=f"generation-{self.message.id}", context=contextvars.Context())
+        self._control_task = loop.create_task(self._control(), context=contextvars.Context())
 
     def stop(self) -> bool:
         if self.task is None or self.task.done() or self._finishing:
@@ -345,6 +370,30 @@ class Generation:
         shown.reasoning = "".join(self.reasoning[: self.sent_reasoning])
         shown.status = Message.Status.STREAMING
         return render_to_string("conversations/_message.html", {"msg": shown, "oob": True, "replaces": replaces})
+
+    async def _control(self) -> None:
+        """Answer other workers: Stop, and snapshots for sockets joining there."""
+        layer = get_channel_layer()
+        channel = self._control_channel = await layer.new_channel()
+        group = control_group(self.conversation_id)
+        await layer.group_add(group, channel)
+        self._control_ready.set()
+        try:
+            while True:
+                request = await layer.receive(channel)
+                if request["type"] == "generation.end":
+                    return
+                if request["type"] == "conversation.stop":
+                    self.stop()
+                elif request["type"] == "conversation.snapshot_request":
+                    seq, html = self.snapshot()
+                    await layer.send(
+                        request["reply_to"],
+                        {"type": "conversation.snapshot", "message": str(self.message.id), "seq": seq, "html": html},
+                    )
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(layer.group_discard(group, channel))
 
     # --- the task --------------------------------------------------------
     async def _run(self) -> None:
@@ -484,7 +533,22 @@ class Generation:
         finally:
             if _active.get(self.conversation_id) is self:
                 del _active[self.conversation_id]
+            await self._end_control()
             self.done.set()
+
+    async def _end_control(self) -> None:
+        """Let the control loop return by itself.  It shares channels-redis'
+        process-wide receive loop with this process's sockets; cancelling it
+        while it holds that loop can lose a frame meant for them."""
+        task = self._control_task
+        if task is None or task.done():
+            return
+        try:
+            await asyncio.wait_for(self._control_ready.wait(), 5)
+            await get_channel_layer().send(self._control_channel, {"type": "generation.end"})
+            await asyncio.wait_for(asyncio.shield(task), 5)
+        except Exception:
+            task.cancel()  # last resort: the layer did not deliver
 
 
 _REPLY_FIELDS = [

@@ -121,7 +121,7 @@ async def send(request: HttpRequest, conversation_id: UUID) -> HttpResponse:
 @require_POST
 async def stop(request: HttpRequest, conversation_id: UUID) -> HttpResponse:
     conv, _user = await _aget_conversation_for_user(request, conversation_id)
-    generation.stop(conv.id)
+    await generation.stop_anywhere(conv.id)
     return redirect(conv)
 
 

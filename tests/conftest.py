@@ -121,7 +121,7 @@ def openai_fake(fake_provider, monkeypatch, settings):
 
 
 @pytest.fixture(scope="module")
-def browser(chat_server):
+def browser(django_db_setup):
     """Debian's headless Chromium driven by Playwright (never a downloaded browser).
 
     Playwright's sync API keeps an asyncio loop marked as running in this
@@ -187,3 +187,38 @@ def page(chat_server, browser):
     if log:
         with open(log, "w") as out:
             out.write("".join(chat_server.log))
+
+
+@pytest.fixture(scope="session")
+def multi_fake():
+    """A fake provider for the two-worker tests (a reply takes about 2.4 s)."""
+    from conversations.fakeprovider import FakeProvider
+
+    with FakeProvider(tokens=80, delay=0.03) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def workers(django_db_setup, django_db_blocker, multi_fake):
+    """Two real worker processes on the test database and Redis."""
+    from django.conf import settings
+
+    from tests.livesite import server_on_test_db
+
+    if not settings.REDIS_URL:
+        pytest.skip("REDIS_URL is unset: workers cannot share a channel layer")
+    env = {
+        "OPENAI_API_KEY": "test-key",
+        "OPENAI_BASE_URL": multi_fake.openai_base_url,
+        "CHAT_MODELS": "openai:fake-normal",
+        "CHAT_PROVIDER_MAX_RETRIES": "0",
+        "REDIS_URL": settings.REDIS_URL,
+        # Deltas only (no periodic markdown re-render), so frame text concatenates.
+        "CHAT_RENDER_INTERVAL_MS": "1000000000",
+    }
+    with django_db_blocker.unblock():
+        a = server_on_test_db(env).start()
+        b = server_on_test_db(env).start()
+    yield a, b
+    a.stop()
+    b.stop()
