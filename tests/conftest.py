@@ -183,10 +183,6 @@ def page(chat_server, browser):
     page.set_default_timeout(15000)
     yield page
     context.close()
-    log = os.environ.get("CHAT_TEST_SERVER_LOG")
-    if log:
-        with open(log, "w") as out:
-            out.write("".join(chat_server.log))
 
 
 @pytest.fixture(scope="session")

@@ -50,11 +50,6 @@ async def _connect(user, conversation, *, origin=b"http://localhost") -> Websock
     return communicator
 
 
-async def _owner_socket(alice, conversation) -> WebsocketCommunicator:
-    communicator = await _connect(alice, conversation)
-    return communicator
-
-
 def _is_final(frame: str) -> bool:
     return 'class="msg msg-assistant' in frame and 'hx-swap-oob="outerHTML' in frame and "status-streaming" not in frame
 
@@ -118,7 +113,7 @@ def sql_writes(monkeypatch):
 
 async def test_it_streams_frames_that_add_up_to_the_reply(alice, conversation, openai_fake):
     await sync_to_async(openai_fake)(conversation, "fake-normal")
-    communicator = await _owner_socket(alice, conversation)
+    communicator = await _connect(alice, conversation)
     await _send(communicator, action="send", text="Hello 你好")
     frames = await _until_final(communicator)
     await communicator.disconnect()
@@ -137,7 +132,7 @@ async def test_it_streams_frames_that_add_up_to_the_reply(alice, conversation, o
 
 async def test_it_escapes_html_in_deltas(alice, conversation, openai_fake):
     await sync_to_async(openai_fake)(conversation, "fake-normal")
-    communicator = await _owner_socket(alice, conversation)
+    communicator = await _connect(alice, conversation)
     await _send(communicator, action="send", text="<b>hi</b>")
     frames = await _until_final(communicator)
     await communicator.disconnect()
@@ -150,7 +145,7 @@ async def test_it_escapes_html_in_deltas(alice, conversation, openai_fake):
 
 async def test_it_writes_once_at_the_end_whatever_the_length(alice, conversation, openai_fake, sql_writes):
     counts = {}
-    communicator = await _owner_socket(alice, conversation)
+    communicator = await _connect(alice, conversation)
     for model in ("fake-normal@tokens=20", "fake-long@tokens=500,delay=0"):
         await sync_to_async(openai_fake)(conversation, model)
         sql_writes.statements.clear()
@@ -167,7 +162,7 @@ async def test_it_writes_once_at_the_end_whatever_the_length(alice, conversation
 
 async def test_it_stops_and_closes_the_upstream_connection(alice, conversation, openai_fake, fake_provider):
     await sync_to_async(openai_fake)(conversation, "fake-long@tokens=400,delay=0.02")
-    communicator = await _owner_socket(alice, conversation)
+    communicator = await _connect(alice, conversation)
     await _send(communicator, action="send", text="tell me a long story")
     frames = await _first_delta(communicator)
     await _send(communicator, action="stop")
@@ -184,7 +179,7 @@ async def test_it_stops_and_closes_the_upstream_connection(alice, conversation, 
 
 async def test_it_refuses_a_second_send_while_streaming(alice, conversation, openai_fake):
     await sync_to_async(openai_fake)(conversation, "fake-long@tokens=100,delay=0.01")
-    communicator = await _owner_socket(alice, conversation)
+    communicator = await _connect(alice, conversation)
     await _send(communicator, action="send", text="first")
     await _first_delta(communicator)
     await _send(communicator, action="send", text="second, too soon")
@@ -203,7 +198,7 @@ async def test_it_refuses_a_second_send_while_streaming(alice, conversation, ope
 
 async def test_it_acknowledges_a_saved_message_to_the_sender(alice, conversation, openai_fake):
     await sync_to_async(openai_fake)(conversation, "fake-normal")
-    communicator = await _owner_socket(alice, conversation)
+    communicator = await _connect(alice, conversation)
     await _send(communicator, action="send", text="hello")
     frames = await _until_final(communicator)
     await communicator.disconnect()
@@ -246,7 +241,7 @@ async def test_it_refuses_a_socket_from_another_origin(alice, conversation):
 )
 async def test_it_answers_bad_frames_clearly_and_stays_usable(alice, conversation, openai_fake, frame, error):
     await sync_to_async(openai_fake)(conversation, "fake-normal")
-    communicator = await _owner_socket(alice, conversation)
+    communicator = await _connect(alice, conversation)
     await communicator.send_to(text_data=frame)
     answer = await communicator.receive_from(timeout=5)
     assert 'id="composer-error"' in answer and error in answer
@@ -260,7 +255,7 @@ async def test_it_answers_bad_frames_clearly_and_stays_usable(alice, conversatio
 
 async def test_it_finishes_and_saves_after_the_socket_closes(alice, conversation, openai_fake):
     await sync_to_async(openai_fake)(conversation, "fake-long@tokens=60,delay=0.01")
-    communicator = await _owner_socket(alice, conversation)
+    communicator = await _connect(alice, conversation)
     await _send(communicator, action="send", text="go on without me")
     await _first_delta(communicator)
     active = generation.get_active(conversation.id)
@@ -275,10 +270,10 @@ async def test_it_finishes_and_saves_after_the_socket_closes(alice, conversation
 async def test_it_lets_a_second_socket_join_with_no_gap_and_no_repeat(alice, conversation, openai_fake):
     model = "fake-long@tokens=120,delay=0.01"
     await sync_to_async(openai_fake)(conversation, model)
-    first = await _owner_socket(alice, conversation)
+    first = await _connect(alice, conversation)
     await _send(first, action="send", text="stream to two tabs")
     await _first_delta(first)
-    second = await _owner_socket(alice, conversation)
+    second = await _connect(alice, conversation)
     joined = await _until_final(second)
     rest = await _until_final(first)
     await first.disconnect()
@@ -311,7 +306,7 @@ async def test_it_ends_a_failed_reply_with_a_clear_error_and_keeps_the_text(
     alice, conversation, openai_fake, model, kind, says
 ):
     await sync_to_async(openai_fake)(conversation, model)
-    communicator = await _owner_socket(alice, conversation)
+    communicator = await _connect(alice, conversation)
     await _send(communicator, action="send", text="this will fail")
     frames = await _until_final(communicator)
     await communicator.disconnect()
@@ -330,7 +325,7 @@ async def test_it_ends_a_failed_reply_with_a_clear_error_and_keeps_the_text(
 
 async def test_it_retries_a_failed_reply_as_a_new_attempt(alice, conversation, openai_fake):
     await sync_to_async(openai_fake)(conversation, "fake-error-500")
-    communicator = await _owner_socket(alice, conversation)
+    communicator = await _connect(alice, conversation)
     await _send(communicator, action="send", text="try twice")
     await _until_final(communicator)
     failed = await _reply(conversation)
@@ -351,7 +346,7 @@ async def test_it_retries_a_failed_reply_as_a_new_attempt(alice, conversation, o
 
 async def test_it_continues_a_reply_cut_by_max_tokens(alice, conversation, openai_fake, fake_provider):
     await sync_to_async(openai_fake)(conversation, "fake-length")
-    communicator = await _owner_socket(alice, conversation)
+    communicator = await _connect(alice, conversation)
     await _send(communicator, action="send", text="long answer please")
     frames = await _until_final(communicator)
     cut = await _reply(conversation)
@@ -371,7 +366,7 @@ async def test_it_continues_a_reply_cut_by_max_tokens(alice, conversation, opena
 
 async def test_it_sends_the_whole_history_to_the_next_model(alice, conversation, openai_fake, fake_provider):
     await sync_to_async(openai_fake)(conversation, "fake-normal")
-    communicator = await _owner_socket(alice, conversation)
+    communicator = await _connect(alice, conversation)
     await _send(communicator, action="send", text="first question")
     await _until_final(communicator)
     await sync_to_async(openai_fake)(conversation, "fake-reasoning")
