@@ -120,6 +120,9 @@ class Message(models.Model):
     error_kind = models.CharField(_("error kind"), max_length=32, blank=True)
     created_at = models.DateTimeField(_("created"), default=timezone.now)
     completed_at = models.DateTimeField(_("completed"), null=True, blank=True)
+    # While streaming: when the worker writing it last said it was alive (see
+    # conversations.generation's heartbeat); a stale one means that worker died.
+    heartbeat_at = models.DateTimeField(_("last heartbeat"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("message")
