@@ -365,6 +365,12 @@ class Generation:
         self.task.cancel()
         return True
 
+    def interrupt(self) -> None:
+        """End the reply as ``interrupted`` (the worker is shutting down): its
+        text so far is saved and the open tabs get the final bubble."""
+        if self.task is not None and not self.task.done() and not self._finishing:
+            self.task.cancel()
+
     # --- state for joiners -------------------------------------------------
     def snapshot(self) -> tuple[int, str]:
         """``(seq, html)``: the whole bubble as of frame ``seq``.
