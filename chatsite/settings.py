@@ -129,22 +129,35 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channel layer ----------------------------------------------------------
 REDIS_URL = os.environ.get("REDIS_URL", "")
-if REDIS_URL:
+# redis-py 8 defaults to a 5 s socket timeout, the same as channels-redis'
+# blocking BZPOPMIN, so an idle consumer's read would time out and crash it;
+# keep reads well above that.
+REDIS_HOSTS = [{"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5}]
+CHAT_CHANNEL_LAYER = os.environ.get("CHAT_CHANNEL_LAYER", "pubsub").strip().lower()  # "pubsub" or "core"
+CHAT_CHANNEL_CAPACITY = envint("CHAT_CHANNEL_CAPACITY", 1000)  # the "core" layer's per-channel queue
+if REDIS_URL and CHAT_CHANNEL_LAYER == "core":
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                # redis-py 8 defaults to a 5 s socket timeout, the same as
-                # channels-redis' blocking BZPOPMIN, so an idle consumer's read
-                # would time out and crash it; keep reads well above that.
-                "hosts": [{"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5}],
+                "hosts": REDIS_HOSTS,
                 # group_send silently drops messages to a full channel; frames
                 # are coalesced (at most ~20/s per conversation), so 1000 gives
                 # a reader about 50 s of slack before anything is lost.
-                "capacity": envint("CHAT_CHANNEL_CAPACITY", 1000),
+                "capacity": CHAT_CHANNEL_CAPACITY,
                 "expiry": 60,
             },
         }
+    }
+elif REDIS_URL:
+    # Redis pub/sub: a frame is one PUBLISH, delivered once to each worker that
+    # has a socket of that conversation, which fans it out in memory.  The
+    # list-based layer ("core") costs a Lua script per socket per frame and
+    # reads its queue one message per round trip: measured with
+    # `manage.py benchscaleout`, a joiner's snapshot took 1.6 s on it against
+    # 69 ms here, with five times the Redis commands (docs/deployment.md).
+    CHANNEL_LAYERS = {
+        "default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", "CONFIG": {"hosts": REDIS_HOSTS}}
     }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}

@@ -44,6 +44,11 @@ def test_it_defaults_to_sqlite_and_the_in_memory_layer():
 def test_it_switches_to_postgresql_and_redis():
     found = _probe({"DATABASE_URL": "postgres://postgres@127.0.0.1:5432/x", "REDIS_URL": "redis://127.0.0.1:6379/0"})
     assert found["engine"] == "django.db.backends.postgresql"
+    assert found["layer"] == "channels_redis.pubsub.RedisPubSubChannelLayer"
+
+
+def test_it_offers_the_list_based_redis_layer():
+    found = _probe({"REDIS_URL": "redis://127.0.0.1:6379/0", "CHAT_CHANNEL_LAYER": "core"})
     assert found["layer"] == "channels_redis.core.RedisChannelLayer"
 
 
