@@ -231,3 +231,6 @@ CHAT_MAX_MESSAGE_CHARS = envint("CHAT_MAX_MESSAGE_CHARS", 32000)
 CHAT_FRAME_INTERVAL_MS = envint("CHAT_FRAME_INTERVAL_MS", 50)
 CHAT_RENDER_INTERVAL_MS = envint("CHAT_RENDER_INTERVAL_MS", 1000)
 CHAT_DEMO_TOKEN_DELAY_MS = envint("CHAT_DEMO_TOKEN_DELAY_MS", 30)
+# CHAT_MODEL_PRICES: JSON {"provider:model": [input, output]} in USD per million
+# tokens, for the admin's cost column (blank for models without a price).
+CHAT_MODEL_PRICES = os.environ.get("CHAT_MODEL_PRICES", "")
