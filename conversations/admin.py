@@ -143,9 +143,7 @@ class ReviewChangeList(ChangeList):
             conversation.usage = usage.get(conversation.pk) or review.ModelUsage()
         # Searching message content reveals which conversations say what.
         if self.query and request.method == "GET" and can_review(request.user):
-            AuditLog.record(
-                request.user, AuditLog.Action.SEARCH, [c.pk for c in self.result_list], query=self.query
-            )
+            AuditLog.record(request.user, AuditLog.Action.SEARCH, [c.pk for c in self.result_list], query=self.query)
 
 
 class FlagForm(forms.Form):
