@@ -219,13 +219,17 @@ class Feedback(models.Model):
 
     @classmethod
     def attach(cls, messages: list[Message], user) -> list[Message]:
-        """Set ``msg.user_feedback`` (a Feedback or None) on each message, in one query."""
+        """Set ``msg.user_feedback`` (a Feedback or None) on each message, in one query.
+
+        ``feedback_known`` tells the template so; a bubble rendered without it
+        (a websocket frame, which has no user) fetches its rating instead."""
         ids = [m.id for m in messages if m.is_assistant]
         mine = {}
         if ids and user.is_authenticated:
             mine = {f.message_id: f for f in cls.objects.filter(message_id__in=ids, user=user)}
         for m in messages:
             m.user_feedback = mine.get(m.id)
+            m.feedback_known = True
         return messages
 
 

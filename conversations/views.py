@@ -196,13 +196,21 @@ def delete(request: HttpRequest, conversation_id: UUID) -> HttpResponse:
     return render(request, "conversations/delete.html", _page_context(request, conversation=conv))
 
 
-@require_POST
+@require_http_methods(["GET", "POST"])
 def feedback(request: HttpRequest, conversation_id: UUID, message_id: UUID) -> HttpResponse:
     """The owner rates a finished reply up or down, changes or removes the
-    rating, with an optional comment.  Staff read it in the admin review."""
+    rating, with an optional comment.  Staff read it in the admin review.
+
+    GET returns the control with its current state, for bubbles that arrived
+    over the websocket (rendered there without knowing who is looking)."""
     conv = _get_conversation_for_user(request, conversation_id)
     rateable = conv.messages.filter(role=Message.Role.ASSISTANT).exclude(status=Message.Status.STREAMING)
     msg = get_object_or_404(rateable, pk=message_id)
+    if request.method == "GET":
+        if not request.htmx:
+            return redirect(f"{conv.get_absolute_url()}#msg-{msg.id}")
+        Feedback.attach([msg], request.user)
+        return render(request, "conversations/_feedback.html", {"msg": msg})
     form = FeedbackForm(request.POST)
     error = ""
     if not form.is_valid():

@@ -82,3 +82,17 @@ def test_the_owner_rates_a_reply_with_htmx(page, reply):
     page.click(f"#msg-{reply.id}-feedback .rate-up")  # pressing it again takes the rating back
     page.wait_for_selector(f'#msg-{reply.id}-feedback .rate-up[aria-pressed="false"]')
     assert not Feedback.objects.exists()
+
+
+def test_the_rating_survives_the_websocket_redrawing_the_last_reply(page, reply):
+    # On connect the server sends the newest reply again, rendered without a
+    # user; the control then fetches its own state.
+    Feedback.objects.create(message=reply, user=reply.conversation.owner, rating="down", comment="too vague")
+    _log_in(page, "/accounts/login/", "alice", "alice-password-123")
+    page.wait_for_url("**/")
+    fetches_state = f"/m/{reply.id}/feedback/"
+    with page.expect_response(lambda r: r.url.endswith(fetches_state) and r.request.method == "GET"):
+        page.goto(reply.conversation.get_absolute_url())
+    page.wait_for_selector(f"#msg-{reply.id}-feedback:not(:has([hx-trigger]))", state="attached")
+    assert page.locator(f"#msg-{reply.id}-feedback .rate-down").get_attribute("aria-pressed") == "true"
+    assert page.locator(f"#msg-{reply.id}-comment").input_value() == "too vague"

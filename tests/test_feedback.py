@@ -83,8 +83,14 @@ def test_it_rates_only_finished_assistant_replies(alice_client, conversation, re
     assert Feedback.objects.get().message == streaming
 
 
-def test_it_refuses_get(alice_client, reply):
-    assert alice_client.get(_url(reply)).status_code == 405
+def test_it_answers_get_with_the_current_state(alice_client, alice, charlie_client, reply):
+    Feedback.objects.create(message=reply, user=alice, rating="down", comment="too long")
+    body = alice_client.get(_url(reply), **HTMX).content.decode()
+    assert 'class="link rate rate-down" aria-pressed="true"' in body
+    assert 'value="too long"' in body
+    assert "hx-trigger" not in body  # it knows its state: no further request
+    assert alice_client.get(_url(reply))["Location"].endswith(f"#msg-{reply.id}")
+    assert charlie_client.get(_url(reply), **HTMX).status_code == 404
 
 
 def test_it_shows_the_rating_on_the_page(alice_client, alice, reply):
@@ -93,6 +99,7 @@ def test_it_shows_the_rating_on_the_page(alice_client, alice, reply):
     assert 'value="clear" class="link rate rate-up" aria-pressed="true"' in body
     assert 'value="nice &amp; short"' in body
     assert f'action="{_url(reply)}"' in body
+    assert f'hx-get="{_url(reply)}"' not in body  # the page knows the rating: no request for it
 
 
 def test_it_offers_feedback_only_on_finished_replies(alice_client, conversation, reply):
@@ -104,10 +111,11 @@ def test_it_offers_feedback_only_on_finished_replies(alice_client, conversation,
 def test_it_renders_in_websocket_frames_for_htmx(reply):
     # Frames are rendered without a request: no CSRF input, so htmx's request
     # carries the token from <body hx-headers> instead.
+    # They are rendered without a user too: the control fetches its state.
     html = render_to_string("conversations/_message.html", {"msg": reply, "oob": True})
     assert f'hx-post="{_url(reply)}"' in html
     assert "csrfmiddlewaretoken" not in html
-    assert 'aria-pressed="true"' not in html
+    assert f'hx-get="{_url(reply)}" hx-trigger="load"' in html
 
 
 def test_it_keeps_the_page_query_count_with_ratings(
