@@ -183,6 +183,7 @@ class ConversationAdmin(admin.ModelAdmin):
     )
     fields = readonly_fields
     change_form_template = "admin/conversations/conversation/change_form.html"
+    view_on_site = False  # the user's page is the owner's alone (404 for staff)
 
     # --- Permissions: read-only, content behind review_conversation ------------
 
@@ -196,6 +197,12 @@ class ConversationAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None) -> bool:
         # The confirmation page lists every message, text included.
         return super().has_delete_permission(request, obj) and can_review(request.user)
+
+    def get_deleted_objects(self, objs, request):
+        # Django's confirmation page lists every message with its text: audited like a view.
+        objs = list(objs)
+        AuditLog.record(request.user, AuditLog.Action.VIEW, [o.pk for o in objs], page="delete confirmation")
+        return super().get_deleted_objects(objs, request)
 
     def has_review_permission(self, request) -> bool:
         return can_review(request.user)

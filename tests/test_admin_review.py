@@ -272,6 +272,18 @@ def test_it_exports_json_lines_and_audits_the_export(rita_client, secret, reply,
     assert sorted(entry.conversation_ids) == sorted([str(secret.pk), str(other.pk)])
 
 
+def test_it_audits_the_delete_confirmation_which_lists_messages(rita_client, rita, secret):
+    rita.user_permissions.add(Permission.objects.get(codename="delete_conversation"))
+    response = rita_client.get(reverse("admin:conversations_conversation_delete", args=[secret.pk]))
+    assert SECRET in _body(response)
+    entry = AuditLog.objects.get()
+    assert (entry.action, entry.conversation_ids, entry.details) == (
+        "view",
+        [str(secret.pk)],
+        {"page": "delete confirmation"},
+    )
+
+
 # --- The audit log: superusers only, never edited ------------------------------
 
 
