@@ -15,6 +15,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
+from django.core.handlers.asgi import ASGIRequest
 from django.db.models import Exists, OuterRef
 from django.http import Http404, HttpResponseRedirect, StreamingHttpResponse
 from django.template.response import TemplateResponse
@@ -302,7 +303,8 @@ class ConversationAdmin(admin.ModelAdmin):
             raise PermissionDenied
         ids = list(queryset.order_by("created_at", "id").values_list("pk", flat=True))
         AuditLog.record(request.user, AuditLog.Action.EXPORT, ids, count=len(ids))
-        response = StreamingHttpResponse(review.export_lines(ids), content_type="application/jsonl; charset=utf-8")
+        lines = review.aexport_lines(ids) if isinstance(request, ASGIRequest) else review.export_lines(ids)
+        response = StreamingHttpResponse(lines, content_type="application/jsonl; charset=utf-8")
         stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
         response["Content-Disposition"] = f'attachment; filename="conversations-{stamp}.jsonl"'
         return response

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal, InvalidOperation
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db.models import Avg, Count, Q, Sum
@@ -307,16 +308,28 @@ def conversation_record(conversation: Conversation) -> dict:
     }
 
 
+def _export_batch(ids) -> list[str]:
+    conversations = (
+        Conversation.objects.filter(pk__in=ids)
+        .select_related("owner")
+        .prefetch_related("messages__feedback", "flags")
+        .order_by("created_at", "id")
+    )
+    return [json.dumps(conversation_record(c), ensure_ascii=False) + "\n" for c in conversations]
+
+
 def export_lines(conversation_ids):
     """JSON Lines, one conversation per line, fetched in batches so that a
     large export neither holds everything in memory nor runs a query per row."""
     ids = list(conversation_ids)
     for start in range(0, len(ids), EXPORT_BATCH):
-        batch = (
-            Conversation.objects.filter(pk__in=ids[start : start + EXPORT_BATCH])
-            .select_related("owner")
-            .prefetch_related("messages__feedback", "flags")
-            .order_by("created_at", "id")
-        )
-        for conversation in batch:
-            yield json.dumps(conversation_record(conversation), ensure_ascii=False) + "\n"
+        yield from _export_batch(ids[start : start + EXPORT_BATCH])
+
+
+async def aexport_lines(conversation_ids):
+    """The same lines for an ASGI server, which streams async iterators only
+    (it would read a sync one whole, with a warning)."""
+    ids = list(conversation_ids)
+    for start in range(0, len(ids), EXPORT_BATCH):
+        for line in await sync_to_async(_export_batch)(ids[start : start + EXPORT_BATCH]):
+            yield line

@@ -229,8 +229,9 @@ def feedback(request: HttpRequest, conversation_id: UUID, message_id: UUID) -> H
         )
     if request.htmx:
         Feedback.attach([msg], request.user)
-        context = {"msg": msg, "feedback_error": error}
-        return render(request, "conversations/_feedback.html", context, status=400 if error else 200)
+        # 200 even for an error: htmx swaps only successful responses, and the
+        # control shows the error in place (nothing was saved).
+        return render(request, "conversations/_feedback.html", {"msg": msg, "feedback_error": error})
     if error:
         flash.error(request, error)
     return redirect(f"{conv.get_absolute_url()}#msg-{msg.id}")

@@ -284,6 +284,23 @@ def test_it_audits_the_delete_confirmation_which_lists_messages(rita_client, rit
     )
 
 
+@pytest.mark.django_db(transaction=True)
+async def test_it_streams_the_same_lines_to_asgi_servers(alice, monkeypatch):
+    from asgiref.sync import sync_to_async
+
+    monkeypatch.setattr(review, "EXPORT_BATCH", 2)  # two batches
+
+    def make():
+        ids = [Conversation.objects.create(owner=alice, title=f"t{i}").pk for i in range(3)]
+        Message.objects.create(conversation_id=ids[0], role="user", content="hello")
+        return ids, list(review.export_lines(ids))
+
+    ids, expected = await sync_to_async(make)()
+    streamed = [line async for line in review.aexport_lines(ids)]
+    assert streamed == expected
+    assert len(streamed) == 3
+
+
 # --- The audit log: superusers only, never edited ------------------------------
 
 

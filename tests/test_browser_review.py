@@ -1,5 +1,7 @@
 """A reviewer reads a transcript in the admin, and an owner rates a reply, in real headless Chromium."""
 
+import json
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
@@ -63,6 +65,24 @@ def test_a_reviewer_reads_the_rendered_reply_with_its_provenance(page, reply):
         "view",
         [str(reply.conversation_id)],
     )
+
+
+def test_a_superuser_exports_conversations_from_the_live_server(page, reply, tmp_path):
+    # Under daphne the export streams from an async iterator.
+    get_user_model().objects.create_superuser("root", password="root-password-123")
+    _log_in(page, "/admin/login/?next=/admin/conversations/conversation/", "root", "root-password-123")
+    page.wait_for_url("**/admin/conversations/conversation/")
+    page.check(f'input[name=_selected_action][value="{reply.conversation_id}"]')
+    page.select_option("select[name=action]", "export_jsonl")
+    with page.expect_download() as download:
+        page.click("button[name=index]")
+    path = tmp_path / "export.jsonl"
+    download.value.save_as(path)
+    (line,) = path.read_text().splitlines()
+    exported = json.loads(line)
+    assert exported["id"] == str(reply.conversation_id)
+    assert [m["content"] for m in exported["messages"]] == ["Where to?", reply.content]
+    assert AuditLog.objects.get().action == "export"
 
 
 def test_the_owner_rates_a_reply_with_htmx(page, reply):
