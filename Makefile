@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 N ?= 2
 
-.PHONY: run test lint migrate fakeprovider clean
+.PHONY: run serve-workers require-redis test lint migrate fakeprovider clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,18 @@ migrate: $(VENV)/.installed-runtime
 
 run: migrate
 	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(BIN)/daphne -b 127.0.0.1 -p $(PORT) chatsite.asgi:application
+
+# N workers on consecutive ports from PORT (8000, 8001, ...), sharing REDIS_URL
+# and the database; put a load balancer in front (docs/deployment.md).
+serve-workers: require-redis migrate
+	@trap 'kill $$(jobs -p) 2>/dev/null' INT TERM EXIT; \
+	for i in $$(seq 0 $$(($(N) - 1))); do \
+	  DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(BIN)/daphne -b 127.0.0.1 -p $$(($(PORT) + i)) chatsite.asgi:application & \
+	done; \
+	wait
+
+require-redis:
+	@test -n "$$REDIS_URL" || { echo "set REDIS_URL (and DATABASE_URL): workers share a channel layer and a database" >&2; exit 2; }
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .

@@ -231,6 +231,14 @@ CHAT_MAX_MESSAGE_CHARS = envint("CHAT_MAX_MESSAGE_CHARS", 32000)
 CHAT_FRAME_INTERVAL_MS = envint("CHAT_FRAME_INTERVAL_MS", 50)
 CHAT_RENDER_INTERVAL_MS = envint("CHAT_RENDER_INTERVAL_MS", 1000)
 CHAT_DEMO_TOKEN_DELAY_MS = envint("CHAT_DEMO_TOKEN_DELAY_MS", 30)
+# Durability: while a reply streams, its text so far is written at most every
+# CHAT_CHECKPOINT_SECONDS (one statement per worker for all its replies); every
+# CHAT_HEARTBEAT_SECONDS a worker marks its replies alive and sweeps replies
+# whose worker has been silent for CHAT_HEARTBEAT_TIMEOUT_SECONDS (it died):
+# they become "interrupted", with their checkpointed text, and can be continued.
+CHAT_CHECKPOINT_SECONDS = envfloat("CHAT_CHECKPOINT_SECONDS", 2.0)
+CHAT_HEARTBEAT_SECONDS = envfloat("CHAT_HEARTBEAT_SECONDS", 10.0)
+CHAT_HEARTBEAT_TIMEOUT_SECONDS = envfloat("CHAT_HEARTBEAT_TIMEOUT_SECONDS", 30.0)
 # CHAT_MODEL_PRICES: JSON {"provider:model": [input, output]} in USD per million
 # tokens, for the admin's cost column (blank for models without a price).
 CHAT_MODEL_PRICES = os.environ.get("CHAT_MODEL_PRICES", "")

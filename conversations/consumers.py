@@ -18,7 +18,7 @@ from django.conf import settings
 from django.template.loader import render_to_string
 from django.utils.translation import gettext as _
 
-from conversations import generation
+from conversations import durability, generation
 from conversations.models import Conversation
 
 logger = logging.getLogger(__name__)
@@ -39,17 +39,20 @@ def _owned(user, conversation_id: UUID) -> bool:
 
 
 @database_sync_to_async
-def _last_reply(conversation_id: UUID) -> tuple[str, bool, str]:
-    """``(id, streaming, html)`` of the newest reply as the database has it."""
+def _last_reply(conversation_id: UUID) -> tuple[str, bool, str, list]:
+    """``(id, streaming, html, settled)`` of the newest reply as the database
+    has it, after marking replies of dead workers interrupted (``settled``)."""
+    settled = durability.settle(conversation_id)
     conversation = Conversation.objects.get(pk=conversation_id)
     branch = conversation.transcript()
     if not branch or not branch[-1].is_assistant:
-        return "", False, ""
+        return "", False, "", settled
     reply = branch[-1]
     return (
         str(reply.id),
         reply.is_streaming,
         render_to_string("conversations/_message.html", {"msg": reply, "oob": True}),
+        settled,
     )
 
 
@@ -75,11 +78,14 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             return
         await self.channel_layer.group_add(self.group, self.channel_name)
         self.in_group = True
+        durability.socket_opened()
         await self._send_current_state()
 
     async def disconnect(self, code: int) -> None:
         # The generation belongs to the server: leaving does not stop it.
         if self.in_group:
+            self.in_group = False
+            durability.socket_closed()
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
     async def _send_current_state(self) -> None:
@@ -91,7 +97,9 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             self.joined_at_seq[str(active.message.id)] = seq
             await self.send(text_data=html)
             return
-        reply_id, streaming, html = await _last_reply(self.conversation_id)
+        reply_id, streaming, html, settled = await _last_reply(self.conversation_id)
+        for message in settled:  # a dead worker's reply: tell the other tabs too
+            await durability.announce(message)
         if html:
             await self.send(text_data=html)  # repairs a stale page
         if streaming and settings.REDIS_URL:

@@ -36,7 +36,7 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from conversations import providers
+from conversations import durability, providers
 from conversations.markdown import render_markdown
 from conversations.models import Conversation, Message
 from conversations.providers.base import (
@@ -113,32 +113,32 @@ class _Turn:
     assistant: Message
     history: list[Message]  # what the model is shown, oldest first
     new_html: str  # bubbles to append to the transcript (empty for Continue)
+    settled: list[Message]  # replies a dead worker left streaming, now interrupted
 
 
-def _check_idle(conversation: Conversation) -> None:
-    """Refuse a second reply while one is being written.
+def _check_idle(conversation: Conversation) -> list[Message]:
+    """Refuse a second reply while one is being written, in any worker.
 
     Runs inside the transaction that holds the conversation row lock, so two
-    sends cannot both pass.  A ``streaming`` row that no generation in this
-    process owns is left over from a process that died: with the in-memory
-    channel layer there is only one process, so it is marked interrupted.
+    sends cannot both pass.  A ``streaming`` row whose worker died is marked
+    interrupted first (``durability.settle``) and returned; a live one refuses.
     """
+    busy = _("A reply is still being written. Wait for it to finish, or stop it.")
     if conversation.id in _active:
-        raise ReplyRefused(_("A reply is still being written. Wait for it to finish, or stop it."))
-    leftovers = conversation.messages.filter(status=Message.Status.STREAMING)
-    if not leftovers.exists():
-        return
-    if settings.REDIS_URL:
-        raise ReplyRefused(_("A reply is still being written. Wait for it to finish, or stop it."))
-    leftovers.update(status=Message.Status.INTERRUPTED, completed_at=timezone.now())
+        raise ReplyRefused(busy)
+    settled = durability.settle(conversation.id)
+    if conversation.messages.filter(status=Message.Status.STREAMING).exists():
+        raise ReplyRefused(busy)
+    return settled
 
 
-def _lock_idle(conversation_id: UUID, user) -> tuple[Conversation, ModelSpec]:
+def _lock_idle(conversation_id: UUID, user) -> tuple[Conversation, ModelSpec, list[Message]]:
     """Inside a transaction: the conversation, row-locked, with no reply being
-    written, and the model it uses.  Raises ReplyRefused or DoesNotExist."""
+    written, the model it uses, and the dead replies just settled.  Raises
+    ReplyRefused or DoesNotExist."""
     conversation = Conversation.objects.for_user(user).select_for_update().get(pk=conversation_id)
-    _check_idle(conversation)
-    return conversation, _model_for(conversation)
+    settled = _check_idle(conversation)
+    return conversation, _model_for(conversation), settled
 
 
 def _model_for(conversation: Conversation) -> ModelSpec:
@@ -154,6 +154,7 @@ def _new_assistant(conversation: Conversation, parent: Message, spec: ModelSpec)
         parent=parent,
         role=Message.Role.ASSISTANT,
         status=Message.Status.STREAMING,
+        heartbeat_at=timezone.now(),
         provider=spec.provider,
         model=spec.name,
         parameters={
@@ -171,7 +172,7 @@ def _bubbles(conversation: Conversation, *messages: Message) -> str:
 @database_sync_to_async
 def _create_turn(conversation_id: UUID, user, text: str) -> _Turn:
     with transaction.atomic():
-        conversation, spec = _lock_idle(conversation_id, user)
+        conversation, spec, settled = _lock_idle(conversation_id, user)
         history = conversation.transcript()
         user_message = Message.objects.create(
             conversation=conversation,
@@ -186,13 +187,14 @@ def _create_turn(conversation_id: UUID, user, text: str) -> _Turn:
             conversation.title = _title_from(text)
             fields.append("title")
         conversation.save(update_fields=fields)
-    return _Turn(conversation, assistant, [*history, user_message], _bubbles(conversation, user_message, assistant))
+    new_html = _bubbles(conversation, user_message, assistant)
+    return _Turn(conversation, assistant, [*history, user_message], new_html, settled)
 
 
 @database_sync_to_async
 def _create_retry(conversation_id: UUID, user, message_id: UUID) -> _Turn:
     with transaction.atomic():
-        conversation, spec = _lock_idle(conversation_id, user)
+        conversation, spec, settled = _lock_idle(conversation_id, user)
         branch = conversation.transcript()
         index = _index_of(branch, message_id)
         if index is None or not branch[index].is_assistant:
@@ -202,13 +204,13 @@ def _create_retry(conversation_id: UUID, user, message_id: UUID) -> _Turn:
         # and the old one stays stored for review.
         assistant = _new_assistant(conversation, branch[index].parent, spec)
         conversation.touch()
-    return _Turn(conversation, assistant, history, "")
+    return _Turn(conversation, assistant, history, "", settled)
 
 
 @database_sync_to_async
 def _create_continue(conversation_id: UUID, user, message_id: UUID) -> _Turn:
     with transaction.atomic():
-        conversation, spec = _lock_idle(conversation_id, user)
+        conversation, spec, settled = _lock_idle(conversation_id, user)
         branch = conversation.transcript()
         index = _index_of(branch, message_id)
         if index is None or index != len(branch) - 1 or not branch[index].is_assistant:
@@ -217,12 +219,13 @@ def _create_continue(conversation_id: UUID, user, message_id: UUID) -> _Turn:
         # Continue extends the same row: the text grows, usage adds up, and
         # parameters["continuations"] counts how often it was extended.
         message.status = Message.Status.STREAMING
+        message.heartbeat_at = timezone.now()
         message.provider, message.model = spec.provider, spec.name
         message.parameters = {**message.parameters, "continuations": message.parameters.get("continuations", 0) + 1}
         message.error = message.error_kind = ""
-        message.save(update_fields=["status", "provider", "model", "parameters", "error", "error_kind"])
+        message.save(update_fields=["status", "heartbeat_at", "provider", "model", "parameters", "error", "error_kind"])
         conversation.touch()
-    return _Turn(conversation, message, branch, "")
+    return _Turn(conversation, message, branch, "", settled)
 
 
 def _index_of(branch: list[Message], message_id: UUID) -> int | None:
@@ -288,7 +291,10 @@ async def _launch(turn: _Turn, *, replaces: UUID | None = None, continuation: bo
     # Registered before the first await below, so that a socket joining now
     # finds it and a second send is refused.
     _active[turn.conversation.id] = generation
+    durability.ensure_running()
     try:
+        for message in turn.settled:
+            await durability.announce(message)
         if replaces is not None:
             await broadcast(turn.conversation.id, generation.snapshot_html(replaces=replaces))
         elif continuation:
@@ -330,6 +336,10 @@ class Generation:
         self._last_frame = 0.0
         self._last_render = 0.0
         self._started = 0.0
+        # What the last checkpoint held (parts of text, reasoning) and when the
+        # database last heard of this reply (loop time): see conversations.durability.
+        self.checkpointed = (0, len(self.reasoning))
+        self.beat_at = 0.0
         self._stop_requested = False
         self._finishing = False
         self.task: asyncio.Task | None = None
@@ -341,7 +351,7 @@ class Generation:
     # --- control ---------------------------------------------------------
     def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._started = self._last_render = loop.time()
+        self._started = self._last_render = self.beat_at = loop.time()
         # A fresh context: the task must not inherit the request's or the
         # socket's asgiref state (Django's per-request ThreadSensitiveContext
         # executor is shut down when the request ends, and the reply outlives it).
@@ -354,6 +364,12 @@ class Generation:
         self._stop_requested = True
         self.task.cancel()
         return True
+
+    def interrupt(self) -> None:
+        """End the reply as ``interrupted`` (the worker is shutting down): its
+        text so far is saved and the open tabs get the final bubble."""
+        if self.task is not None and not self.task.done() and not self._finishing:
+            self.task.cancel()
 
     # --- state for joiners -------------------------------------------------
     def snapshot(self) -> tuple[int, str]:

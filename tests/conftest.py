@@ -1,8 +1,10 @@
 """Shared fixtures: alice owns things, charlie has no access to them."""
 
 import os
+import threading
 
 import pytest
+from django.db.backends import utils as db_utils
 from django.test import Client
 
 from conversations.models import Conversation, Message
@@ -218,3 +220,30 @@ def workers(django_db_setup, django_db_blocker, multi_fake):
     yield a, b
     a.stop()
     b.stop()
+
+
+class SqlWrites:
+    """Every INSERT/UPDATE/DELETE Django runs, from any thread (the generation
+    saves from channels' database thread, which CaptureQueriesContext misses)."""
+
+    def __init__(self):
+        self.statements: list[str] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, execute, sql, params, many, context):
+        if sql.lstrip().split(" ", 1)[0].upper() in ("INSERT", "UPDATE", "DELETE"):
+            with self._lock:
+                self.statements.append(sql)
+        return execute(sql, params, many, context)
+
+
+@pytest.fixture
+def sql_writes(monkeypatch):
+    recorder = SqlWrites()
+    original = db_utils.CursorWrapper._execute_with_wrappers
+
+    def wrapped(self, sql, params, many, executor):
+        return original(self, sql, params, many, lambda *a: recorder(executor, *a))
+
+    monkeypatch.setattr(db_utils.CursorWrapper, "_execute_with_wrappers", wrapped)
+    return recorder

@@ -5,13 +5,11 @@ import asyncio
 import html
 import json
 import re
-import threading
 
 import pytest
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
-from django.db.backends import utils as db_utils
 from django.test import Client
 
 from chatsite.asgi import application
@@ -84,33 +82,6 @@ def _reply(conversation) -> Message:
     return Message.objects.filter(conversation=conversation, role="assistant").order_by("-created_at").first()
 
 
-class SqlWrites:
-    """Every INSERT/UPDATE/DELETE Django runs, from any thread (the generation
-    saves from channels' database thread, which CaptureQueriesContext misses)."""
-
-    def __init__(self):
-        self.statements: list[str] = []
-        self._lock = threading.Lock()
-
-    def __call__(self, execute, sql, params, many, context):
-        if sql.lstrip().split(" ", 1)[0].upper() in ("INSERT", "UPDATE", "DELETE"):
-            with self._lock:
-                self.statements.append(sql)
-        return execute(sql, params, many, context)
-
-
-@pytest.fixture
-def sql_writes(monkeypatch):
-    recorder = SqlWrites()
-    original = db_utils.CursorWrapper._execute_with_wrappers
-
-    def wrapped(self, sql, params, many, executor):
-        return original(self, sql, params, many, lambda *a: recorder(executor, *a))
-
-    monkeypatch.setattr(db_utils.CursorWrapper, "_execute_with_wrappers", wrapped)
-    return recorder
-
-
 async def test_it_streams_frames_that_add_up_to_the_reply(alice, conversation, openai_fake):
     await sync_to_async(openai_fake)(conversation, "fake-normal")
     communicator = await _connect(alice, conversation)
@@ -143,7 +114,8 @@ async def test_it_escapes_html_in_deltas(alice, conversation, openai_fake):
     assert any("&lt;b&gt;hi&lt;/b&gt;" in frame for frame in frames)
 
 
-async def test_it_writes_once_at_the_end_whatever_the_length(alice, conversation, openai_fake, sql_writes):
+async def test_it_writes_once_at_the_end_whatever_the_length(alice, conversation, openai_fake, sql_writes, settings):
+    settings.CHAT_CHECKPOINT_SECONDS = 3600  # these replies are shorter than a checkpoint interval
     counts = {}
     communicator = await _connect(alice, conversation)
     for model in ("fake-normal@tokens=20", "fake-long@tokens=500,delay=0"):

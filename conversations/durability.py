@@ -1,0 +1,212 @@
+"""Crash durability: checkpoints, heartbeats and the sweep of dead workers' replies.
+
+A reply is written once when it ends (``generation._save_reply``).  So that a
+worker that dies (``kill -9``, a lost machine) loses at most a few seconds of
+text, and so that nobody waits forever on a reply nobody writes, each worker
+process runs one small loop (``_tick``) while it has replies or sockets:
+
+* **checkpoint**: every ``CHAT_CHECKPOINT_SECONDS`` the text of each of its
+  replies that grew is written, with a fresh ``heartbeat_at``, in one UPDATE
+  for all of them (not one per reply, and never one per token);
+* **heartbeat**: every ``CHAT_HEARTBEAT_SECONDS`` its replies that did not grow
+  (a slow first token) get a fresh ``heartbeat_at``, again in one UPDATE;
+* **sweep**: every ``CHAT_HEARTBEAT_SECONDS`` (and at once when a process
+  starts serving) a ``streaming`` reply that no live worker has vouched for in
+  ``CHAT_HEARTBEAT_TIMEOUT_SECONDS`` is marked ``interrupted``, keeping its
+  checkpointed text, and its open tabs are sent the final bubble (with
+  Continue and Retry).
+
+With the in-memory channel layer there is one process, so a ``streaming`` reply
+it does not run is dead at once: ``settle`` marks it without waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import math
+import sys
+from datetime import timedelta
+from uuid import UUID
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Case, Q, TextField, Value, When
+from django.template.loader import render_to_string
+from django.utils import timezone
+
+from conversations import generation
+from conversations.models import Message
+
+logger = logging.getLogger(__name__)
+
+_worker: asyncio.Task | None = None
+_sockets = 0  # conversation sockets open in this process
+_last_sweep = -math.inf  # loop time of the last sweep
+_shutdown_hooked = False
+CHUNK = 100  # replies per checkpoint statement
+
+
+def socket_opened() -> None:
+    global _sockets
+    _sockets += 1
+    ensure_running()
+
+
+def socket_closed() -> None:
+    global _sockets
+    _sockets = max(0, _sockets - 1)
+
+
+def ensure_running() -> None:
+    """Start this process's loop if it is not running on the current event loop.
+
+    Cheap enough to call on every request: the loop sweeps at once when it
+    starts (so a restarted worker cleans up after the one that died), then
+    keeps going while the process has replies or sockets, and stops when idle.
+    """
+    global _worker
+    loop = asyncio.get_running_loop()
+    _hook_shutdown()
+    if _worker is not None and not _worker.done() and _worker.get_loop() is loop:
+        return
+    # A fresh context: the loop outlives the request or socket that started it.
+    _worker = loop.create_task(_run(), name="chat-durability", context=contextvars.Context())
+
+
+def _hook_shutdown() -> None:
+    """Under daphne, save the replies in progress as interrupted when the
+    worker is stopped (SIGTERM), before daphne cancels the sockets: without
+    this they would wait for the sweep, with only their last checkpoint."""
+    global _shutdown_hooked
+    reactor = sys.modules.get("twisted.internet.reactor")
+    if _shutdown_hooked or reactor is None or not reactor.running:
+        return
+    from twisted.internet.defer import Deferred
+
+    _shutdown_hooked = True
+    reactor.addSystemEventTrigger(
+        "before", "shutdown", lambda: Deferred.fromFuture(asyncio.ensure_future(interrupt_all()))
+    )
+
+
+async def interrupt_all(within: float = 10.0) -> None:
+    """End every reply this process is writing as ``interrupted``, saved with
+    all its text, and wait (bounded) until they are written."""
+    running = list(generation._active.values())
+    for gen in running:
+        gen.interrupt()
+    if running:
+        await asyncio.wait([asyncio.ensure_future(gen.done.wait()) for gen in running], timeout=within)
+
+
+async def _run() -> None:
+    loop = asyncio.get_running_loop()
+    interval = min(settings.CHAT_CHECKPOINT_SECONDS, settings.CHAT_HEARTBEAT_SECONDS)
+    next_tick = loop.time()
+    while True:
+        try:
+            await _tick(loop.time())
+        except Exception:
+            logger.exception("checkpoint or sweep failed; trying again at the next tick")
+        if not generation._active and not _sockets:
+            return
+        # Fixed rate, not fixed delay: a checkpoint is never more than one
+        # interval old, however long the writes took.
+        next_tick += interval
+        await asyncio.sleep(max(0.0, next_tick - loop.time()))
+
+
+async def _tick(now: float) -> None:
+    global _last_sweep
+    checkpoints, beats = _due(now)
+    if checkpoints or beats:
+        await _write(checkpoints, beats)
+    if now - _last_sweep >= settings.CHAT_HEARTBEAT_SECONDS:
+        _last_sweep = now
+        await sweep()
+
+
+def _due(now: float) -> tuple[dict[UUID, tuple[str, str]], list[UUID]]:
+    """What to write now: the text of replies that grew since their last
+    checkpoint, and the ids of replies whose heartbeat is due.  Taken on the
+    event loop, so it is consistent with what the generations hold."""
+    checkpoints: dict[UUID, tuple[str, str]] = {}
+    beats: list[UUID] = []
+    for gen in list(generation._active.values()):
+        if gen._finishing:
+            continue  # its final write is under way
+        parts = (len(gen.text), len(gen.reasoning))
+        if parts != gen.checkpointed:
+            checkpoints[gen.message.id] = (gen.prefix + "".join(gen.text), "".join(gen.reasoning))
+            gen.checkpointed, gen.beat_at = parts, now
+        elif now - gen.beat_at >= settings.CHAT_HEARTBEAT_SECONDS:
+            beats.append(gen.message.id)
+            gen.beat_at = now
+    return checkpoints, beats
+
+
+@database_sync_to_async
+def _write(checkpoints: dict[UUID, tuple[str, str]], beats: list[UUID]) -> None:
+    now = timezone.now()
+    # Only rows still streaming: a reply that ended meanwhile keeps its final text.
+    streaming = Message.objects.filter(status=Message.Status.STREAMING)
+    with transaction.atomic():
+        ids = list(checkpoints)
+        for start in range(0, len(ids), CHUNK):
+            chunk = ids[start : start + CHUNK]
+            streaming.filter(pk__in=chunk).update(
+                content=Case(*(When(pk=i, then=Value(checkpoints[i][0])) for i in chunk), output_field=TextField()),
+                reasoning=Case(*(When(pk=i, then=Value(checkpoints[i][1])) for i in chunk), output_field=TextField()),
+                heartbeat_at=now,
+            )
+        if beats:
+            streaming.filter(pk__in=beats).update(heartbeat_at=now)
+
+
+def _dead(queryset):
+    """The streaming replies in ``queryset`` whose worker is gone."""
+    replies = queryset.filter(status=Message.Status.STREAMING).exclude(conversation_id__in=list(generation._active))
+    if not settings.REDIS_URL:
+        return replies  # one process: a reply it does not run is dead
+    cutoff = timezone.now() - timedelta(seconds=settings.CHAT_HEARTBEAT_TIMEOUT_SECONDS)
+    return replies.filter(Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, created_at__lt=cutoff))
+
+
+def _interrupt(queryset) -> list[Message]:
+    """Mark the dead replies in ``queryset`` interrupted; returns them."""
+    ids = list(_dead(queryset).values_list("pk", flat=True)[:500])
+    if not ids:
+        return []
+    Message.objects.filter(pk__in=ids, status=Message.Status.STREAMING).update(
+        status=Message.Status.INTERRUPTED, completed_at=timezone.now()
+    )
+    return list(Message.objects.filter(pk__in=ids, status=Message.Status.INTERRUPTED))
+
+
+def settle(conversation_id: UUID) -> list[Message]:
+    """Synchronous: mark the conversation's dead replies interrupted and return
+    them.  Used before a new reply is started and when a socket joins."""
+    return _interrupt(Message.objects.filter(conversation_id=conversation_id))
+
+
+async def sweep() -> int:
+    """Mark every dead worker's replies interrupted and tell their open tabs;
+    returns how many.  In single-process mode only ``settle`` does this: a
+    global sweep there could not tell a reply from a test's or a benchmark's
+    other process."""
+    if not settings.REDIS_URL:
+        return 0
+    swept = await database_sync_to_async(_interrupt)(Message.objects.all())
+    for message in swept:
+        logger.warning("reply %s was left streaming by a worker that stopped; marked interrupted", message.id)
+        await announce(message)
+    return len(swept)
+
+
+async def announce(message: Message) -> None:
+    """Replace the bubble of a reply that ended elsewhere in every open tab."""
+    html = await database_sync_to_async(render_to_string)("conversations/_message.html", {"msg": message, "oob": True})
+    await generation.broadcast(message.conversation_id, html, final=str(message.id))
