@@ -22,7 +22,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
-from django.utils.translation import gettext
+from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
 
@@ -273,7 +273,7 @@ class ConversationAdmin(admin.ModelAdmin):
     def status_flags(self, obj: Conversation) -> str:
         labels = []
         if obj.error_count:
-            labels.append(gettext("%(n)d error") % {"n": obj.error_count})
+            labels.append(ngettext("%(n)d error", "%(n)d errors", obj.error_count) % {"n": obj.error_count})
         if obj.stopped_count:
             labels.append(gettext("%(n)d stopped") % {"n": obj.stopped_count})
         if obj.interrupted_count:

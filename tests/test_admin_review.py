@@ -332,6 +332,22 @@ def test_it_flags_a_reply_from_the_review_page(rita_client, rita, conversation, 
     assert Flag.objects.filter(message=None, conversation=conversation).count() == 1
 
 
+def test_it_resolves_a_flag_in_the_flag_admin(rita_client, rita, conversation, reply):
+    flag = Flag.objects.create(conversation=conversation, message=reply, reviewer=rita, reason="bug")
+    url = reverse("admin:conversations_flag_change", args=[flag.pk])
+    response = rita_client.post(url, {"note": "fixed in the provider", "resolved": "on"})
+    assert response.status_code == 302
+    flag.refresh_from_db()
+    assert (flag.resolved, flag.note, flag.reason, flag.message) == (True, "fixed in the provider", "bug", reply)
+    assert _listed_flags(rita_client, resolved__exact=1) == 1
+    assert _listed_flags(rita_client, resolved__exact=0) == 0
+
+
+def _listed_flags(client, **params) -> int:
+    body = _body(client.get(reverse("admin:conversations_flag_changelist"), params))
+    return body.count('class="field-conversation_link"')
+
+
 def test_it_refuses_to_flag_a_reply_of_another_conversation(rita_client, conversation, reply, alice):
     other = Conversation.objects.create(owner=alice)
     url = reverse("admin:conversations_conversation_flag", args=[other.pk])
