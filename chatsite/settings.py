@@ -252,3 +252,6 @@ CHAT_DEMO_TOKEN_DELAY_MS = envint("CHAT_DEMO_TOKEN_DELAY_MS", 30)
 CHAT_CHECKPOINT_SECONDS = envfloat("CHAT_CHECKPOINT_SECONDS", 2.0)
 CHAT_HEARTBEAT_SECONDS = envfloat("CHAT_HEARTBEAT_SECONDS", 10.0)
 CHAT_HEARTBEAT_TIMEOUT_SECONDS = envfloat("CHAT_HEARTBEAT_TIMEOUT_SECONDS", 30.0)
+# CHAT_MODEL_PRICES: JSON {"provider:model": [input, output]} in USD per million
+# tokens, for the admin's cost column (blank for models without a price).
+CHAT_MODEL_PRICES = os.environ.get("CHAT_MODEL_PRICES", "")

@@ -61,3 +61,9 @@ class MessageForm(forms.Form):
                 % {"length": len(text), "limit": settings.CHAT_MAX_MESSAGE_CHARS}
             )
         return text
+
+
+class FeedbackForm(forms.Form):
+    # "clear" removes the rating: pressing a pressed thumb again takes it back.
+    rating = forms.ChoiceField(choices=[("up", _("Thumbs up")), ("down", _("Thumbs down")), ("clear", _("Remove"))])
+    comment = forms.CharField(label=_("Comment"), max_length=2000, required=False, strip=True)

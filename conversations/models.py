@@ -12,6 +12,8 @@ import uuid
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Count, OuterRef, Q, Subquery, Sum
+from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -29,6 +31,36 @@ class ConversationQuerySet(models.QuerySet):
 
     def by_activity(self) -> ConversationQuerySet:
         return self.order_by("-updated_at", "-created_at")
+
+    def with_review_stats(self) -> ConversationQuerySet:
+        """Counts, tokens, status flags, feedback and flags for the admin list.
+
+        Correlated subqueries rather than Count/Sum over joins: several joined
+        aggregates multiply each other's rows, and subqueries keep the list at
+        one query however many conversations or messages there are."""
+        replies = Q(role=Message.Role.ASSISTANT)
+        return self.annotate(
+            message_count=_per_conversation(Message, Count("id")),
+            reply_count=_per_conversation(Message, Count("id"), replies),
+            tokens_in=_per_conversation(Message, Sum("input_tokens"), replies),
+            tokens_out=_per_conversation(Message, Sum("output_tokens"), replies),
+            error_count=_per_conversation(Message, Count("id"), replies & Q(status=Message.Status.ERROR)),
+            stopped_count=_per_conversation(Message, Count("id"), replies & Q(status=Message.Status.STOPPED)),
+            interrupted_count=_per_conversation(Message, Count("id"), replies & Q(status=Message.Status.INTERRUPTED)),
+            thumbs_up=_per_conversation(Feedback, Count("id"), Q(rating=Feedback.Rating.UP), via="message__"),
+            thumbs_down=_per_conversation(Feedback, Count("id"), Q(rating=Feedback.Rating.DOWN), via="message__"),
+            flag_count=_per_conversation(Flag, Count("id")),
+            open_flag_count=_per_conversation(Flag, Count("id"), Q(resolved=False)),
+        )
+
+
+def _per_conversation(model, aggregate, condition: Q | None = None, via: str = ""):
+    """``aggregate`` over ``model``'s rows of the outer conversation, as a subquery (0 when none)."""
+    rows = model.objects.filter(**{f"{via}conversation": OuterRef("pk")})
+    if condition is not None:
+        rows = rows.filter(condition)
+    value = rows.order_by().values(f"{via}conversation").annotate(value=aggregate).values("value")[:1]
+    return Coalesce(Subquery(value), 0, output_field=models.IntegerField())
 
 
 class Conversation(models.Model):
@@ -51,6 +83,8 @@ class Conversation(models.Model):
         verbose_name = _("conversation")
         verbose_name_plural = _("conversations")
         indexes = [models.Index(fields=["owner", "archived", "-updated_at"], name="conv_owner_activity")]
+        # Reading what users wrote is a separate grant from seeing that conversations exist.
+        permissions = [("review_conversation", _("Can read conversation transcripts in the admin"))]
 
     def __str__(self) -> str:
         return self.display_title
@@ -155,3 +189,117 @@ class Message(models.Model):
         if generating_ms <= 0:
             return None
         return self.output_tokens * 1000 / generating_ms
+
+
+class Feedback(models.Model):
+    """A user's thumbs up or down on one reply, with an optional comment.
+
+    One per user and reply: rating again changes it, clearing removes it."""
+
+    class Rating(models.TextChoices):
+        UP = "up", _("Thumbs up")
+        DOWN = "down", _("Thumbs down")
+
+    message = models.ForeignKey(Message, models.CASCADE, related_name="feedback", verbose_name=_("message"))
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.CASCADE, related_name="message_feedback", verbose_name=_("user")
+    )
+    rating = models.CharField(_("rating"), max_length=8, choices=Rating.choices)
+    comment = models.TextField(_("comment"), blank=True, max_length=2000)
+    created_at = models.DateTimeField(_("created"), default=timezone.now)
+    updated_at = models.DateTimeField(_("updated"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("feedback")
+        verbose_name_plural = _("feedback")
+        constraints = [models.UniqueConstraint(fields=["message", "user"], name="feedback_one_per_user")]
+
+    def __str__(self) -> str:
+        return f"{self.get_rating_display()} ({self.message_id})"
+
+    @classmethod
+    def attach(cls, messages: list[Message], user) -> list[Message]:
+        """Set ``msg.user_feedback`` (a Feedback or None) on each message, in one query.
+
+        ``feedback_known`` tells the template so; a bubble rendered without it
+        (a websocket frame, which has no user) fetches its rating instead."""
+        ids = [m.id for m in messages if m.is_assistant]
+        mine = {}
+        if ids and user.is_authenticated:
+            mine = {f.message_id: f for f in cls.objects.filter(message_id__in=ids, user=user)}
+        for m in messages:
+            m.user_feedback = mine.get(m.id)
+            m.feedback_known = True
+        return messages
+
+
+class Flag(models.Model):
+    """A reviewer's note that a conversation, or one reply in it, needs attention."""
+
+    class Reason(models.TextChoices):
+        HARMFUL = "harmful", _("Harmful or unsafe")
+        WRONG = "wrong", _("Wrong or low quality")
+        PRIVACY = "privacy", _("Personal data")
+        BUG = "bug", _("Bug in the app")
+        OTHER = "other", _("Other")
+
+    conversation = models.ForeignKey(Conversation, models.CASCADE, related_name="flags", verbose_name=_("conversation"))
+    message = models.ForeignKey(
+        Message, models.CASCADE, null=True, blank=True, related_name="flags", verbose_name=_("reply")
+    )
+    reviewer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.SET_NULL, null=True, related_name="review_flags", verbose_name=_("reviewer")
+    )
+    reason = models.CharField(_("reason"), max_length=16, choices=Reason.choices)
+    note = models.TextField(_("note"), blank=True, max_length=2000)
+    resolved = models.BooleanField(_("resolved"), default=False)
+    created_at = models.DateTimeField(_("created"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("flag")
+        verbose_name_plural = _("flags")
+        ordering = ("-created_at",)
+
+    def __str__(self) -> str:
+        # The conversation's id, never its title: staff without review permission see flags.
+        return f"{self.get_reason_display()} ({self.conversation_id})"
+
+
+class AuditLog(models.Model):
+    """Who read or exported which users' conversations, and when.
+
+    Written by the admin review views; never edited (the admin offers no add,
+    change or delete)."""
+
+    class Action(models.TextChoices):
+        VIEW = "view", _("Viewed transcript")
+        EXPORT = "export", _("Exported")
+        SEARCH = "search", _("Searched message content")
+
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.SET_NULL, null=True, related_name="+", verbose_name=_("actor")
+    )
+    # Kept as text too, so the record survives the actor's account being deleted.
+    actor_username = models.CharField(_("actor username"), max_length=150)
+    action = models.CharField(_("action"), max_length=16, choices=Action.choices)
+    conversation_ids = models.JSONField(_("conversations"), default=list, blank=True)
+    details = models.JSONField(_("details"), default=dict, blank=True)
+    created_at = models.DateTimeField(_("time"), default=timezone.now, db_index=True)
+
+    class Meta:
+        verbose_name = _("audit log entry")
+        verbose_name_plural = _("audit log")
+        ordering = ("-created_at",)
+
+    def __str__(self) -> str:
+        return f"{self.actor_username} {self.action} {self.created_at:%Y-%m-%d %H:%M}"
+
+    @classmethod
+    def record(cls, user, action: str, conversation_ids, **details) -> AuditLog:
+        return cls.objects.create(
+            actor=user,
+            actor_username=user.get_username(),
+            action=action,
+            conversation_ids=[str(pk) for pk in conversation_ids],
+            details=details,
+        )

@@ -18,4 +18,5 @@ urlpatterns = [
     path("c/<uuid:conversation_id>/stop/", views.stop, name="stop"),
     path("c/<uuid:conversation_id>/m/<uuid:message_id>/retry/", views.retry, name="retry"),
     path("c/<uuid:conversation_id>/m/<uuid:message_id>/continue/", views.continue_reply, name="continue"),
+    path("c/<uuid:conversation_id>/m/<uuid:message_id>/feedback/", views.feedback, name="feedback"),
 ]

@@ -10,12 +10,13 @@ from django.contrib.auth.decorators import login_not_required
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from conversations import generation, providers
-from conversations.forms import ConversationSettingsForm, MessageForm, ModelForm, RenameForm, SignupForm
-from conversations.models import Conversation
+from conversations.forms import ConversationSettingsForm, FeedbackForm, MessageForm, ModelForm, RenameForm, SignupForm
+from conversations.models import Conversation, Feedback, Message
 
 
 def _get_conversation_for_user(request: HttpRequest, conversation_id: UUID) -> Conversation:
@@ -78,7 +79,7 @@ def _render_detail(request: HttpRequest, conv: Conversation, status: int = 200, 
     ctx = _page_context(
         request,
         conversation=conv,
-        transcript=conv.transcript(),
+        transcript=Feedback.attach(conv.transcript(), request.user),
         current_model=providers.get_model(conv.model_key),
         settings_form=ConversationSettingsForm(instance=conv),
         **extra,
@@ -193,3 +194,44 @@ def delete(request: HttpRequest, conversation_id: UUID) -> HttpResponse:
         flash.success(request, _("Conversation deleted."))
         return redirect("index")
     return render(request, "conversations/delete.html", _page_context(request, conversation=conv))
+
+
+@require_http_methods(["GET", "POST"])
+def feedback(request: HttpRequest, conversation_id: UUID, message_id: UUID) -> HttpResponse:
+    """The owner rates a finished reply up or down, changes or removes the
+    rating, with an optional comment.  Staff read it in the admin review.
+
+    GET returns the control with its current state, for bubbles that arrived
+    over the websocket (rendered there without knowing who is looking)."""
+    conv = _get_conversation_for_user(request, conversation_id)
+    rateable = conv.messages.filter(role=Message.Role.ASSISTANT).exclude(status=Message.Status.STREAMING)
+    msg = get_object_or_404(rateable, pk=message_id)
+    if request.method == "GET":
+        if not request.htmx:
+            return redirect(f"{conv.get_absolute_url()}#msg-{msg.id}")
+        Feedback.attach([msg], request.user)
+        return render(request, "conversations/_feedback.html", {"msg": msg})
+    form = FeedbackForm(request.POST)
+    error = ""
+    if not form.is_valid():
+        error = next(iter(form.errors.values()))[0]
+    elif form.cleaned_data["rating"] == "clear":
+        Feedback.objects.filter(message=msg, user=request.user).delete()
+    else:
+        Feedback.objects.update_or_create(
+            message=msg,
+            user=request.user,
+            defaults={
+                "rating": form.cleaned_data["rating"],
+                "comment": form.cleaned_data["comment"],
+                "updated_at": timezone.now(),
+            },
+        )
+    if request.htmx:
+        Feedback.attach([msg], request.user)
+        # 200 even for an error: htmx swaps only successful responses, and the
+        # control shows the error in place (nothing was saved).
+        return render(request, "conversations/_feedback.html", {"msg": msg, "feedback_error": error})
+    if error:
+        flash.error(request, error)
+    return redirect(f"{conv.get_absolute_url()}#msg-{msg.id}")

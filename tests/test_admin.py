@@ -74,8 +74,12 @@ def test_it_shows_message_count_and_owner(admin_client_, conversation, reply):
 
 
 def test_it_keeps_messages_read_only(admin_client_, conversation, reply):
+    # The change page is metadata only; the text is read (and audited) on the review page.
     body = admin_client_.get(
         reverse("admin:conversations_conversation_change", args=[conversation.id])
     ).content.decode()
-    assert "Hi **there**" in body
+    assert "Hi **there**" not in body
     assert 'name="messages-0-content"' not in body
+    review = admin_client_.get(reverse("admin:conversations_conversation_review", args=[conversation.id]))
+    assert "Hi <strong>there</strong>" in review.content.decode()
+    assert b"<textarea" not in review.content.split(b"flag-form")[0]
