@@ -19,7 +19,7 @@ from django.template.loader import render_to_string
 from django.utils.translation import gettext as _
 
 from conversations import durability, generation
-from conversations.models import Conversation
+from conversations.models import Conversation, Feedback
 
 logger = logging.getLogger(__name__)
 
@@ -39,15 +39,16 @@ def _owned(user, conversation_id: UUID) -> bool:
 
 
 @database_sync_to_async
-def _last_reply(conversation_id: UUID) -> tuple[str, bool, str, list]:
+def _last_reply(conversation_id: UUID, user) -> tuple[str, bool, str, list]:
     """``(id, streaming, html, settled)`` of the newest reply as the database
-    has it, after marking replies of dead workers interrupted (``settled``)."""
+    has it (with ``user``'s rating of it), after marking replies of dead
+    workers interrupted (``settled``)."""
     settled = durability.settle(conversation_id)
     conversation = Conversation.objects.get(pk=conversation_id)
     branch = conversation.transcript()
     if not branch or not branch[-1].is_assistant:
         return "", False, "", settled
-    reply = branch[-1]
+    reply = Feedback.attach([branch[-1]], user)[0]
     return (
         str(reply.id),
         reply.is_streaming,
@@ -97,7 +98,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             self.joined_at_seq[str(active.message.id)] = seq
             await self.send(text_data=html)
             return
-        reply_id, streaming, html, settled = await _last_reply(self.conversation_id)
+        reply_id, streaming, html, settled = await _last_reply(self.conversation_id, self.user)
         for message in settled:  # a dead worker's reply: tell the other tabs too
             await durability.announce(message)
         if html:

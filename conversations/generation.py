@@ -543,6 +543,9 @@ class Generation:
             await _save_reply(message)
         except Exception:
             logger.exception("could not save reply %s", message.id)
+        if not message.parameters.get("continuations"):
+            # A new row: nobody has rated it yet, so its footer need not ask.
+            message.user_feedback, message.feedback_known = None, True
         self.final_html = render_to_string("conversations/_message.html", {"msg": message, "oob": True})
         try:
             await broadcast(self.conversation_id, self.final_html, final=str(message.id))

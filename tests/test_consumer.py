@@ -353,3 +353,26 @@ async def test_it_sends_the_whole_history_to_the_next_model(alice, conversation,
     assert "fake-reasoning" in frames[-1]
     reply = await _reply(conversation)
     assert reply.model == "fake-reasoning" and reply.reasoning
+
+
+async def test_it_sends_a_new_reply_with_its_feedback_control_ready(alice, conversation, openai_fake):
+    await sync_to_async(openai_fake)(conversation, "fake-normal")
+    communicator = await _connect(alice, conversation)
+    await _send(communicator, action="send", text="rate me")
+    final = (await _until_final(communicator))[-1]
+    await communicator.disconnect()
+
+    assert 'id="msg-' in final and "-feedback" in final
+    assert 'hx-trigger="load"' not in final  # a new reply has no rating to fetch
+
+
+async def test_it_rejoins_with_the_owners_rating_on_the_last_reply(alice, conversation, reply):
+    from conversations.models import Feedback
+
+    await database_sync_to_async(Feedback.objects.create)(message=reply, user=alice, rating="down")
+    communicator = await _connect(alice, conversation)
+    bubble = await communicator.receive_from(timeout=5)
+    await communicator.disconnect()
+
+    assert f'id="msg-{reply.id}"' in bubble and 'hx-trigger="load"' not in bubble
+    assert re.search(r'value="clear" class="link rate rate-down" aria-pressed="true"', bubble)
