@@ -223,7 +223,9 @@ def _create_continue(conversation_id: UUID, user, message_id: UUID) -> _Turn:
         message.provider, message.model = spec.provider, spec.name
         message.parameters = {**message.parameters, "continuations": message.parameters.get("continuations", 0) + 1}
         message.error = message.error_kind = ""
-        message.save(update_fields=["status", "heartbeat_at", "provider", "model", "parameters", "error", "error_kind"])
+        message.html = ""  # the text will grow: the stored rendering no longer matches it
+        fields = ["status", "heartbeat_at", "provider", "model", "parameters", "error", "error_kind", "html"]
+        message.save(update_fields=fields)
         conversation.touch()
     return _Turn(conversation, message, branch, "", settled)
 
@@ -535,6 +537,7 @@ class Generation:
                 message.output_tokens += self.usage.output_tokens
             else:
                 message.output_tokens = self.usage.output_tokens
+        message.store_html()
         message.first_token_ms = self.first_token_ms
         message.duration_ms = self._elapsed_ms()
         message.completed_at = timezone.now()
@@ -583,6 +586,8 @@ _REPLY_FIELDS = [
     "first_token_ms",
     "duration_ms",
     "completed_at",
+    "html",
+    "html_version",
 ]
 
 

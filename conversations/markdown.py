@@ -26,7 +26,12 @@ from pygments.lexers import TextLexer, get_lexer_by_name
 from pygments.token import STANDARD_TYPES
 from pygments.util import ClassNotFound
 
-__all__ = ["pygments_css", "render_markdown"]
+__all__ = ["RENDER_VERSION", "pygments_css", "render_markdown"]
+
+# Replies keep the HTML rendered when they ended (Message.html); bump this
+# whenever the rendering or the sanitiser's allow-list changes, and stored
+# HTML of an older version is rendered anew instead of being trusted.
+RENDER_VERSION = 1
 
 LIGHT_STYLE = "default"
 # Against "default", github-dark leaves only font-weight/font-style/border of

@@ -16,6 +16,7 @@ from django.db.models import Count, OuterRef, Q, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import gettext_lazy as _
 
 
@@ -157,6 +158,11 @@ class Message(models.Model):
     # While streaming: when the worker writing it last said it was alive (see
     # conversations.generation's heartbeat); a stale one means that worker died.
     heartbeat_at = models.DateTimeField(_("last heartbeat"), null=True, blank=True)
+    # The reply's sanitised HTML as rendered when it ended (a cache: rendering
+    # markdown is most of a long conversation's page time); valid only for
+    # the renderer version it was made with.
+    html = models.TextField(_("rendered HTML"), blank=True, editable=False)
+    html_version = models.PositiveSmallIntegerField(_("renderer version"), default=0, editable=False)
 
     class Meta:
         verbose_name = _("message")
@@ -180,6 +186,22 @@ class Message(models.Model):
     @property
     def is_streaming(self) -> bool:
         return self.status == self.Status.STREAMING
+
+    def content_html(self) -> SafeString:
+        """The reply's text as sanitised HTML: stored when it ended, else rendered now."""
+        from conversations.markdown import RENDER_VERSION, render_markdown
+
+        if self.html and self.html_version == RENDER_VERSION and not self.is_streaming:
+            return mark_safe(self.html)  # produced by render_markdown, which sanitises
+        return render_markdown(self.content)
+
+    def store_html(self) -> SafeString:
+        """Render the text now and keep the HTML for ``content_html`` (saved with the row)."""
+        from conversations.markdown import RENDER_VERSION, render_markdown
+
+        rendered = render_markdown(self.content)
+        self.html, self.html_version = str(rendered), RENDER_VERSION
+        return rendered
 
     @property
     def tokens_per_second(self) -> float | None:

@@ -15,7 +15,7 @@ from django.test import Client
 from chatsite.asgi import application
 from conversations import generation
 from conversations.fakeprovider import expected_text
-from conversations.markdown import render_markdown
+from conversations.markdown import RENDER_VERSION, render_markdown
 from conversations.models import Conversation, Message
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
@@ -99,6 +99,7 @@ async def test_it_streams_frames_that_add_up_to_the_reply(alice, conversation, o
     assert reply.output_tokens and reply.input_tokens
     assert reply.first_token_ms is not None and reply.duration_ms >= reply.first_token_ms
     assert render_markdown(reply.content) in frames[-1]
+    assert reply.html == render_markdown(reply.content) and reply.html_version == RENDER_VERSION
 
 
 async def test_it_escapes_html_in_deltas(alice, conversation, openai_fake):
@@ -331,6 +332,7 @@ async def test_it_continues_a_reply_cut_by_max_tokens(alice, conversation, opena
     assert continued.id == cut.id
     assert continued.content.startswith(cut.content) and len(continued.content) > len(cut.content)
     assert continued.parameters["continuations"] == 1
+    assert continued.html == render_markdown(continued.content)  # rendered again, not the cut text's
     sent = fake_provider.requests[-1].json["messages"]
     assert sent[-2] == {"role": "assistant", "content": cut.content}
     assert sent[-1]["role"] == "user" and sent[-1]["content"].startswith("Continue exactly where")

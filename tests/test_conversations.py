@@ -144,3 +144,19 @@ def test_it_follows_the_newest_branch(conversation):
 def test_it_tells_users_that_reviewers_may_read(alice_client, conversation):
     body = alice_client.get(conversation.get_absolute_url()).content.decode()
     assert "Staff with review permission may read conversations." in body
+
+
+def test_it_shows_the_html_a_reply_was_stored_with(alice_client, conversation, reply):
+    from conversations.markdown import RENDER_VERSION
+
+    stored = "<p>stored <strong>render</strong></p>"  # the cache is used as is
+    Message.objects.filter(pk=reply.pk).update(html=stored, html_version=RENDER_VERSION)
+    assert stored in alice_client.get(conversation.get_absolute_url()).content.decode()
+
+
+def test_it_renders_anew_a_reply_stored_by_an_older_renderer(alice_client, conversation, reply):
+    from conversations.markdown import RENDER_VERSION
+
+    Message.objects.filter(pk=reply.pk).update(html="<p>stale</p>", html_version=RENDER_VERSION - 1)
+    page = alice_client.get(conversation.get_absolute_url()).content.decode()
+    assert "stale" not in page and "Hi <strong>there</strong>" in page
