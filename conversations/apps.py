@@ -15,3 +15,8 @@ class ConversationsConfig(AppConfig):
             from conversations.instrumentation import count_writes_to
 
             count_writes_to(writes_file)
+        stalls_file = os.environ.get("CHAT_STALLS_FILE")
+        if stalls_file:
+            from conversations.instrumentation import record_stalls_to
+
+            record_stalls_to(stalls_file)
