@@ -257,20 +257,8 @@ class Command(BaseCommand):
 
     def _profile(self, pid: int, path: str) -> subprocess.Popen:
         spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-        args = [
-            spy,
-            "record",
-            "--pid",
-            str(pid),
-            "--rate",
-            "200",
-            "--gil",
-            "--nonblocking",
-            "--format",
-            "raw",
-            "--output",
-            path,
-        ]
+        # --gil: only the thread holding the GIL, i.e. where the CPU goes.
+        args = [spy, "record", "--pid", str(pid), "--rate", "100", "--gil", "--format", "raw", "--output", path]
         profiler = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         time.sleep(1.0)  # py-spy attaches
         return profiler
