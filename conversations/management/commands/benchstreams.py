@@ -365,7 +365,8 @@ class Command(BaseCommand):
         window_start = min((r.first_send for r in results if r.first_send), default=0.0)
         window_end = max((r.last_final for r in results), default=0.0)
         window = window_end - window_start if window_end > window_start else 0.0
-        lags = [ms for at, ms in stalls.get("lags", []) if window_start <= at <= window_end]
+        in_window = [(at, ms) for at, ms in stalls.get("lags", []) if window_start <= at <= window_end]
+        lags = [ms for _, ms in in_window]
         pauses = [ms for at, _, ms in stalls.get("gc_pauses", []) if window_start <= at <= window_end]
         streaming_cpu = run.get("cpu_done", 0.0) - run.get("cpu_connected", 0.0)
         total_writes = sum(writes.values())
@@ -410,6 +411,8 @@ class Command(BaseCommand):
             "server_gc_collections": stalls.get("gc_counts"),
             "server_gc_total_ms": stalls.get("gc_total_ms"),
             "server_stalls_over_50ms": sum(1 for ms in lags + pauses if ms > STALL_MS),
+            # When the loop lagged over 50 ms: seconds after the first send, and how long.
+            "server_loop_lags_over_50ms": [[round(at - window_start, 2), ms] for at, ms in in_window if ms > STALL_MS],
             "db_writes_total": total_writes,
             "db_writes_per_reply": round(total_writes / replies, 2) if replies else None,
             "db_writes_by_table": writes,
