@@ -55,6 +55,7 @@ from conversations.processes import app_server, database_env, fake_provider
 TOKEN = re.compile(r"t(\d{19})(?!\d)")  # markdown may drop the trailing space
 FINAL = re.compile(r'class="msg msg-assistant status-(?!streaming)')
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+ACCESS_LOG = re.compile(r'^[\d.:]+ - - \[[^]]*\] "(WS|GET|POST)')  # daphne's per-request lines
 KNEE_P99_MS = 100.0
 STALL_MS = 50.0  # a loop lag or GC pause above this counts as a stall
 
@@ -229,11 +230,15 @@ class Command(BaseCommand):
                     profiler.wait(30)
                     print(self.profile_summary(options["py_spy"]), file=sys.stderr)
                 server.stop()
+                server_log = [line for line in server.log if not ACCESS_LOG.match(line)][-30:]
         writes = json.loads(writes_file.read_text() or "{}") if writes_file.exists() else {}
         stalls = json.loads(stalls_file.read_text() or "{}") if stalls_file.exists() else {}
         writes_file.unlink(missing_ok=True)
         stalls_file.unlink(missing_ok=True)
-        return self._report(run, options, elapsed, cpu, idle_rss, peak_rss, writes, stalls)
+        report = self._report(run, options, elapsed, cpu, idle_rss, peak_rss, writes, stalls)
+        if report["clients_completed"] < n:  # what the server said (less its access log), to see why
+            report["server_log_tail"] = [line.rstrip() for line in server_log]
+        return report
 
     @staticmethod
     def profile_summary(path: str, top: int = 20) -> str:
