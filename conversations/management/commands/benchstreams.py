@@ -231,7 +231,8 @@ class Command(BaseCommand):
                     print(self.profile_summary(options["py_spy"]), file=sys.stderr)
                 server.stop()
                 server_log = [line for line in server.log if not ACCESS_LOG.match(line)][-30:]
-        writes = json.loads(writes_file.read_text() or "{}") if writes_file.exists() else {}
+        # Empty when the server did not exit cleanly (killed at stop): reported as None, not as zero.
+        writes = json.loads(writes_file.read_text() or "null") if writes_file.exists() else None
         stalls = json.loads(stalls_file.read_text() or "{}") if stalls_file.exists() else {}
         writes_file.unlink(missing_ok=True)
         stalls_file.unlink(missing_ok=True)
@@ -374,7 +375,7 @@ class Command(BaseCommand):
         lags = [ms for _, ms in in_window]
         pauses = [ms for at, _, ms in stalls.get("gc_pauses", []) if window_start <= at <= window_end]
         streaming_cpu = run.get("cpu_done", 0.0) - run.get("cpu_connected", 0.0)
-        total_writes = sum(writes.values())
+        total_writes = sum(writes.values()) if writes is not None else None
         rss_rounds = run["rss_after_round"]
         p99 = _percentile(latencies, 99)
         return {
@@ -408,17 +409,17 @@ class Command(BaseCommand):
             "server_rss_growth_mb": round(rss_rounds[-1] - rss_rounds[0], 1) if rss_rounds else None,
             "server_peak_rss_mb": round(peak_rss, 1),
             "server_stall_record_ms": stalls.get("record_ms"),  # 0 below: no lag or pause above this
-            "server_loop_lag_ms_max": round(max(lags, default=0.0), 1),
+            "server_loop_lag_ms_max": round(max(lags, default=0.0), 1) if stalls else None,
             "server_loop_lag_ms_max_overall": stalls.get("max_lag_ms"),
             "server_loop_lag_samples": stalls.get("lag_samples"),
-            "server_gc_pause_ms_max": round(max(pauses, default=0.0), 1),
+            "server_gc_pause_ms_max": round(max(pauses, default=0.0), 1) if stalls else None,
             "server_gc_max_ms_by_generation": stalls.get("gc_max_ms"),
             "server_gc_collections": stalls.get("gc_counts"),
             "server_gc_total_ms": stalls.get("gc_total_ms"),
-            "server_stalls_over_50ms": sum(1 for ms in lags + pauses if ms > STALL_MS),
+            "server_stalls_over_50ms": sum(1 for ms in lags + pauses if ms > STALL_MS) if stalls else None,
             # When the loop lagged over 50 ms: seconds after the first send, and how long.
             "server_loop_lags_over_50ms": [[round(at - window_start, 2), ms] for at, ms in in_window if ms > STALL_MS],
             "db_writes_total": total_writes,
-            "db_writes_per_reply": round(total_writes / replies, 2) if replies else None,
+            "db_writes_per_reply": round(total_writes / replies, 2) if replies and total_writes is not None else None,
             "db_writes_by_table": writes,
         }
