@@ -457,8 +457,10 @@ class Generation:
                 return
             wait = self._last_frame + interval - loop.time()
             if wait > 0:
+                # asyncio.timeout rather than wait_for: no task per coalescing window.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._closing.wait(), wait)
+                    async with asyncio.timeout(wait):
+                        await self._closing.wait()
                 if self._closing.is_set():
                     return
             self._dirty.clear()
