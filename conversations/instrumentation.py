@@ -3,14 +3,26 @@
 ``CHAT_SQL_WRITES_FILE=path``: count every INSERT/UPDATE/DELETE this process
 runs, by table, and write the counts there as JSON at exit, so that a
 benchmark can report database writes per reply from outside the server.
+
+``CHAT_STALLS_FILE=path``: time the event loop's lag and every garbage
+collection of this process, and write them there as JSON at exit.  The lag
+sampler is a task on the server's event loop that sleeps ``LAG_INTERVAL`` and
+records how late it woke up; it is started lazily, from a helper thread, as
+soon as daphne's loop runs (nothing runs on the loop before that).  GC pauses
+come from ``gc.callbacks``.  Events above ``RECORD_MS`` are kept with their
+wall-clock time, so a benchmark can keep only those of its streaming window.
 """
 
 from __future__ import annotations
 
+import asyncio
 import atexit
+import gc
 import json
 import re
+import sys
 import threading
+import time
 from collections import Counter
 
 from django.db.backends.signals import connection_created
@@ -42,3 +54,94 @@ def count_writes_to(path: str) -> None:
             json.dump(dict(_counts), out)
 
     atexit.register(dump)
+
+
+def call_when_loop_runs(callback) -> None:
+    """Call ``callback(loop)`` on daphne's event loop as soon as it runs.
+
+    Django's apps are ready before the server's loop starts, so a helper
+    thread waits for it (polling every 0.1 s, for at most ten minutes) and
+    hands the call over with ``call_soon_threadsafe``.  Outside daphne (tests,
+    management commands) the loop never shows up and nothing is called.
+    """
+
+    def wait_for_loop() -> None:
+        for _ in range(6000):
+            server = sys.modules.get("daphne.server")
+            loop = getattr(server, "twisted_loop", None)
+            if loop is not None and loop.is_running():
+                loop.call_soon_threadsafe(callback, loop)
+                return
+            time.sleep(0.1)
+
+    threading.Thread(target=wait_for_loop, name="wait-for-loop", daemon=True).start()
+
+
+# --- event-loop lag and GC pauses -------------------------------------------
+LAG_INTERVAL = 0.01  # seconds between two samples of the loop's lag
+RECORD_MS = 10.0  # lags and pauses above this are kept with their time
+
+
+class StallMonitor:
+    def __init__(self) -> None:
+        self.lags: list[tuple[float, float]] = []  # (time.time(), ms) above RECORD_MS
+        self.max_lag_ms = 0.0
+        self.lag_samples = 0
+        self.gc_pauses: list[tuple[float, int, float]] = []  # (time.time(), generation, ms) above RECORD_MS
+        self.gc_max_ms = {0: 0.0, 1: 0.0, 2: 0.0}
+        self.gc_counts = {0: 0, 1: 0, 2: 0}
+        self.gc_total_ms = 0.0
+        self._gc_started = 0.0
+
+    # gc.callbacks: called with ("start" | "stop", {"generation": n, ...})
+    def on_gc(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+            return
+        ms = (time.perf_counter() - self._gc_started) * 1000
+        generation = info.get("generation", 0)
+        self.gc_counts[generation] += 1
+        self.gc_total_ms += ms
+        self.gc_max_ms[generation] = max(self.gc_max_ms[generation], ms)
+        if ms > RECORD_MS:
+            self.gc_pauses.append((time.time(), generation, round(ms, 2)))
+
+    async def sample_lag(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            expected = loop.time() + LAG_INTERVAL
+            await asyncio.sleep(LAG_INTERVAL)
+            ms = max(0.0, (loop.time() - expected) * 1000)
+            self.lag_samples += 1
+            self.max_lag_ms = max(self.max_lag_ms, ms)
+            if ms > RECORD_MS:
+                self.lags.append((time.time(), round(ms, 2)))
+
+    def start_when_loop_runs(self) -> None:
+        call_when_loop_runs(lambda loop: loop.create_task(self.sample_lag()))
+
+    def report(self) -> dict:
+        return {
+            "lag_samples": self.lag_samples,
+            "lag_interval_ms": LAG_INTERVAL * 1000,
+            "max_lag_ms": round(self.max_lag_ms, 2),
+            "lags": self.lags,
+            "gc_counts": self.gc_counts,
+            "gc_max_ms": {k: round(v, 2) for k, v in self.gc_max_ms.items()},
+            "gc_total_ms": round(self.gc_total_ms, 2),
+            "gc_pauses": self.gc_pauses,
+            "record_ms": RECORD_MS,
+        }
+
+
+def record_stalls_to(path: str) -> StallMonitor:
+    monitor = StallMonitor()
+    gc.callbacks.append(monitor.on_gc)
+    monitor.start_when_loop_runs()
+
+    def dump() -> None:
+        with open(path, "w") as out:
+            json.dump(monitor.report(), out)
+
+    atexit.register(dump)
+    return monitor

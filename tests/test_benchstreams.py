@@ -1,5 +1,6 @@
 """A small smoke run of the benchmark: its numbers are not asserted on timing,
-only on what must hold whatever the machine (completion, writes per reply)."""
+only on structure and on what must hold whatever the machine (completion,
+writes per reply)."""
 
 import io
 import json
@@ -7,14 +8,14 @@ import json
 import pytest
 from django.core.management import call_command
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(180)]
+
+FAST = {"tokens": 20, "delay": 0.005, "first_delay": 0, "spread": 0}
 
 
 def test_it_benchmarks_two_clients_end_to_end():
     out = io.StringIO()
-    call_command(
-        "benchstreams", clients=2, rounds=2, tokens=20, delay=0.005, first_delay=0, spread=0, json=True, stdout=out
-    )
+    call_command("benchstreams", clients=2, rounds=2, json=True, stdout=out, **FAST)
     report = json.loads(out.getvalue())
     assert report["clients_completed"] == 2 and report["errors"] == []
     assert report["replies"] == 4
@@ -22,3 +23,31 @@ def test_it_benchmarks_two_clients_end_to_end():
     assert report["db_writes_per_reply"] == 4  # user message, reply row, activity, the one final save
     assert report["db_writes_by_table"]["UPDATE conversations_message"] == 4
     assert report["latency_ms_p50"] >= 0 and report["server_cpu_seconds"] > 0
+    assert report["tokens_per_s_peak"] > 0 and report["frames_per_s"] > 0
+    # Memory per socket and its growth across rounds: one RSS sample after each round.
+    assert len(report["server_rss_after_round_mb"]) == 2
+    assert isinstance(report["server_rss_growth_mb"], float)
+    assert isinstance(report["server_kb_per_socket"], float)
+    # The server's stall monitor ran (its loop-lag sampler started on daphne's loop) and was dumped.
+    assert report["server_loop_lag_samples"] > 0
+    assert isinstance(report["server_loop_lag_ms_max"], float)
+    assert isinstance(report["server_gc_pause_ms_max"], float)
+    assert set(report["server_gc_collections"]) == {"0", "1", "2"}
+    assert isinstance(report["server_stalls_over_50ms"], int)
+
+
+def test_a_sweep_prints_one_row_per_client_count():
+    out = io.StringIO()
+    # A knee no run can miss on timing alone: only completion decides here.
+    call_command("benchstreams", sweep="1,2", knee_p99_ms=1e9, stdout=out, **FAST)
+    lines = out.getvalue().splitlines()
+    assert lines[0].split()[:2] == ["N", "done"]
+    assert [line.split()[:2] for line in lines[1:3]] == [["1", "1"], ["2", "2"]]
+    assert lines[-1].startswith("knee")
+
+
+def test_a_json_sweep_is_a_list_of_reports():
+    out = io.StringIO()
+    call_command("benchstreams", sweep="1", json=True, stdout=out, **FAST)
+    reports = json.loads(out.getvalue())
+    assert [r["clients"] for r in reports] == [1] and reports[0]["clients_completed"] == 1

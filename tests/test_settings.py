@@ -37,7 +37,7 @@ def _probe(env: dict) -> dict:
 def test_it_defaults_to_sqlite_and_the_in_memory_layer():
     found = _probe({})
     assert found["engine"] == "django.db.backends.sqlite3"
-    assert found["layer"] == "channels.layers.InMemoryChannelLayer"
+    assert found["layer"] == "conversations.layers.InMemoryChannelLayer"
     assert found["debug"] is False
 
 

@@ -20,6 +20,7 @@ This module is named like the SDK; ``import anthropic`` below is the SDK.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import ssl
@@ -30,6 +31,7 @@ import anyio
 import httpx2
 from django.conf import settings
 
+from conversations.providers import sse
 from conversations.providers.base import (
     ChatMessage,
     ChatRequest,
@@ -92,20 +94,25 @@ class AnthropicProvider(Provider):
         input_tokens = output_tokens = None
         stop_reason = None
         try:
-            # Leaving the block (also by cancellation or aclose) closes the response at once.
-            async with client.messages.stream(**_params(request)) as stream:
-                async for event in stream:
-                    if event.type == "message_start":
-                        input_tokens = event.message.usage.input_tokens
-                    elif event.type == "content_block_delta":
+            # The SDK sends the request (auth, base URL, retries, timeouts, and
+            # an APIStatusError for a refused one); the body's events are read
+            # here as plain JSON rather than as pydantic objects plus a message
+            # snapshot per event.  Leaving the block (also by cancellation or
+            # aclose) closes the response at once.
+            async with client.messages.with_streaming_response.create(**_params(request), stream=True) as response:
+                async for kind, data in _events(client, response.http_response):
+                    if kind == "message_start":
+                        input_tokens = data["message"]["usage"]["input_tokens"]
+                    elif kind == "content_block_delta":
                         # Signature deltas (and anything else) are not for display.
-                        if event.delta.type == "text_delta":
-                            yield TextDelta(event.delta.text)
-                        elif event.delta.type == "thinking_delta":
-                            yield ReasoningDelta(event.delta.thinking)
-                    elif event.type == "message_delta":
-                        stop_reason = event.delta.stop_reason
-                        output_tokens = event.usage.output_tokens  # cumulative
+                        delta = data["delta"]
+                        if delta["type"] == "text_delta":
+                            yield TextDelta(delta["text"])
+                        elif delta["type"] == "thinking_delta":
+                            yield ReasoningDelta(delta["thinking"])
+                    elif kind == "message_delta":
+                        stop_reason = data["delta"].get("stop_reason")
+                        output_tokens = data["usage"]["output_tokens"]  # cumulative
         except (anthropic.AnthropicError, json.JSONDecodeError, *_TRANSPORT_ERRORS) as exc:
             raise _error(exc, api_key) from exc
         if input_tokens is not None or output_tokens is not None:
@@ -148,6 +155,24 @@ def _client() -> tuple[anthropic.AsyncAnthropic, str]:
         )
 
     return clients.get((api_key, base_url, retries, connect, read), build), api_key
+
+
+async def _events(client: anthropic.AsyncAnthropic, response: httpx2.Response) -> AsyncIterator[tuple[str, dict]]:
+    """``(event name, data)`` of a Messages stream, as the SDK's own stream reads it:
+    pings and unnamed events skipped, an ``error`` event raised as the SDK's
+    status error (status 200, the body's ``error.type`` saying what failed)."""
+    async with contextlib.aclosing(sse.events(response.aiter_bytes())) as stream:
+        async for kind, data in stream:
+            if kind in ("", "ping"):
+                continue
+            if kind == "error":
+                try:
+                    body = json.loads(data)
+                    message = f"{body}"
+                except ValueError:
+                    body, message = data, data or f"Error code: {response.status_code}"
+                raise client._make_status_error(message, body=body, response=response)
+            yield kind, json.loads(data)
 
 
 def history(messages: list[ChatMessage]) -> list[dict]:

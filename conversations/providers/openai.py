@@ -14,14 +14,19 @@ This module is named like the SDK; ``import openai`` below is the SDK
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import ssl
 from collections.abc import AsyncIterator
 
+import anyio
+import anyio.lowlevel
 import httpx2
 import openai
 from django.conf import settings
 
+from conversations.providers import sse
 from conversations.providers.base import (
     ChatRequest,
     ClientCache,
@@ -42,6 +47,7 @@ KEY_ENV = "OPENAI_API_KEY"
 # A non-streaming reply arrives only once fully generated, so it gets at
 # least this long (seconds) instead of the streaming read timeout.
 WHOLE_REPLY_READ_TIMEOUT = 600.0
+DRAIN_TIMEOUT = 0.1  # seconds to read the rest of a stream's body after [DONE]
 
 FINISH_REASONS = {
     "stop": FinishReason.STOP,
@@ -80,22 +86,23 @@ class OpenAIProvider(Provider):
         usage: Usage | None = None
         finish = Finish(FinishReason.OTHER)
         try:
-            stream = await client.chat.completions.create(
+            # The SDK sends the request (auth, base URL, retries, timeouts, and
+            # an APIStatusError for a refused one); the body's chunks are read
+            # here as plain JSON rather than as one pydantic object each.
+            # Leaving the block (also by cancellation or aclose) closes the response at once.
+            async with client.chat.completions.with_streaming_response.create(
                 **_params(request), stream=True, stream_options={"include_usage": True}
-            )
-            # ``async with`` closes the response (and its connection) at once
-            # when the consumer is cancelled or closes this generator.
-            async with stream:
-                async for chunk in stream:
-                    if chunk.usage is not None:
-                        usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
-                    for choice in chunk.choices:
-                        if choice.index != 0:
+            ) as response:
+                async for data in _chunks(response.http_response):
+                    if data.get("usage"):
+                        usage = Usage(data["usage"].get("prompt_tokens"), data["usage"].get("completion_tokens"))
+                    for choice in data.get("choices") or ():
+                        if choice.get("index", 0) != 0:
                             continue
-                        for event in _delta_events(choice.delta):
+                        for event in _delta_events(choice.get("delta") or {}):
                             yield event
-                        if choice.finish_reason:
-                            finish = _finish(choice.finish_reason)
+                        if choice.get("finish_reason"):
+                            finish = _finish(choice["finish_reason"])
         except (openai.OpenAIError, json.JSONDecodeError) as exc:
             raise _error(exc, api_key) from exc
         if usage is not None:
@@ -162,24 +169,60 @@ def _params(request: ChatRequest) -> dict:
     return params
 
 
+async def _chunks(response: httpx2.Response) -> AsyncIterator[dict]:
+    """The JSON objects of a Chat Completions stream, up to ``[DONE]``.
+
+    Transport failures become the SDK's APITimeoutError / APIConnectionError
+    and an ``{"error": ...}`` chunk its APIError, as the SDK's own stream does.
+    """
+    try:
+        async with contextlib.aclosing(sse.events(response.aiter_bytes())) as stream:
+            async for _, data in stream:
+                if data.startswith("[DONE]"):
+                    break
+                chunk = json.loads(data)
+                if not isinstance(chunk, dict):
+                    continue
+                if chunk.get("error"):
+                    error = chunk["error"]
+                    message = error.get("message") if isinstance(error, dict) else None
+                    if not message or not isinstance(message, str):
+                        message = "An error occurred during streaming"
+                    raise openai.APIError(message, response.request, body=error)
+                yield chunk
+            else:
+                return  # the body ended without [DONE]: nothing to drain
+    except httpx2.TimeoutException as exc:
+        raise openai.APITimeoutError(request=response.request) from exc
+    except (httpx2.RequestError, httpx2.StreamError, ssl.SSLError, anyio.EndOfStream) as exc:
+        raise openai.APIConnectionError(request=response.request) from exc
+    # After [DONE], read what is left of an HTTP/1.1 body (briefly, as the SDK
+    # does) so that the connection goes back to the pool for the next reply.
+    if response.http_version == "HTTP/1.1" and not response.is_closed:
+        with contextlib.suppress(httpx2.RequestError, httpx2.StreamError), anyio.move_on_after(DRAIN_TIMEOUT):
+            async for _ in response.stream:
+                await anyio.lowlevel.checkpoint()
+
+
 def _reasoning(delta: object) -> str:
     """DeepSeek's ``reasoning_content`` or OpenRouter/vLLM's ``reasoning`` (extra fields on the model)."""
     for name in ("reasoning_content", "reasoning"):
-        value = getattr(delta, name, None)
+        value = delta.get(name) if isinstance(delta, dict) else getattr(delta, name, None)
         if isinstance(value, str) and value:
             return value
     return ""
 
 
-def _delta_events(delta) -> list[Event]:
+def _delta_events(delta: dict) -> list[Event]:
     events: list[Event] = []
     reasoning = _reasoning(delta)
     if reasoning:
         events.append(ReasoningDelta(reasoning))
-    if delta.content:
-        events.append(TextDelta(delta.content))
-    if delta.refusal:
-        events.append(TextDelta(delta.refusal))
+    content, refusal = delta.get("content"), delta.get("refusal")
+    if content:
+        events.append(TextDelta(content))
+    if refusal:
+        events.append(TextDelta(refusal))
     return events
 
 

@@ -3,8 +3,11 @@
 Starts the fake provider and the app (daphne) as separate processes, opens N
 authenticated websocket clients, has each send ``--rounds`` messages (the
 first sends spread over one second), and reports completion, delivered tokens
-per second, added latency, frames, the server's CPU and memory, and database
-writes per reply.
+per second (average and peak one-second bucket), added latency, frames per
+second, the server's CPU, memory per socket and its growth across rounds,
+database writes per reply, and the server's worst event-loop lag and garbage
+collection pause while streaming (``CHAT_STALLS_FILE``, see
+``conversations.instrumentation``).
 
 Added latency is measured end to end: the fake provider's ``timestamped``
 scenario makes every token ``t<time.time_ns()> `` (its send time); a client
@@ -14,16 +17,26 @@ Use its own database, e.g.::
 
     SQLITE_PATH=/tmp/bench.sqlite3 python manage.py benchstreams --clients 10
     python manage.py benchstreams --clients 200 --pin --json
+    python manage.py benchstreams --sweep 10,50,100,200,400 --pin
+    python manage.py benchstreams --clients 100 --pin --py-spy /tmp/profile.txt
+
+``--sweep`` runs the scenario once per N, each against a fresh server, prints
+one table row each, and stops after the first N past the knee (a client did
+not complete, or p99 added latency above ``--knee-p99-ms``, 100 ms).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
 import secrets
+import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -42,6 +55,9 @@ from conversations.processes import app_server, database_env, fake_provider
 TOKEN = re.compile(r"t(\d{19})(?!\d)")  # markdown may drop the trailing space
 FINAL = re.compile(r'class="msg msg-assistant status-(?!streaming)')
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+ACCESS_LOG = re.compile(r'^[\d.:]+ - - \[[^]]*\] "(WS|GET|POST)')  # daphne's per-request lines
+KNEE_P99_MS = 100.0
+STALL_MS = 50.0  # a loop lag or GC pause above this counts as a stall
 
 
 @dataclass
@@ -51,6 +67,8 @@ class ClientResult:
     frames: int = 0
     replies: int = 0
     error: str = ""
+    first_send: float = 0.0  # time.time()
+    last_final: float = 0.0
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -92,14 +110,85 @@ class Command(BaseCommand):
         parser.add_argument("--pin", action="store_true", help="Server on core 0; provider and clients on core 1.")
         parser.add_argument("--timeout", type=float, default=120.0, help="Give up on a reply after this long.")
         parser.add_argument("--json", action="store_true", help="Machine-readable output.")
+        parser.add_argument(
+            "--sweep",
+            default="",
+            help="Comma-separated client counts (e.g. 10,50,100,200,400): one run and one table row each, "
+            "stopping after the first past the knee. Overrides --clients.",
+        )
+        parser.add_argument(
+            "--knee-p99-ms",
+            type=float,
+            default=KNEE_P99_MS,
+            help=f"A run is within the knee if every client completes and p99 is at most this ({KNEE_P99_MS:g}).",
+        )
+        parser.add_argument(
+            "--py-spy",
+            dest="py_spy",
+            default="",
+            metavar="PATH",
+            help="Profile the server with `py-spy record` while the clients run; folded stacks go to PATH.",
+        )
 
     def handle(self, *args, **options):
         if options["pin"]:
             os.sched_setaffinity(0, {1})
         call_command("migrate", verbosity=0)
-        n = options["clients"]
-        cookies, conversations = self._prepare(n)
+        if not options["sweep"]:
+            report = self._bench(options["clients"], options)
+            if options["json"]:
+                self.stdout.write(json.dumps(report, indent=2))
+            else:
+                for key, value in report.items():
+                    self.stdout.write(f"{key:34} {value}")
+            return
+        reports = []
+        if not options["json"]:
+            self.stdout.write(self._row(None))
+        for n in [int(v) for v in options["sweep"].split(",") if v.strip()]:
+            report = self._bench(n, options)
+            reports.append(report)
+            if not options["json"]:
+                self.stdout.write(self._row(report))
+                self.stdout.flush()
+            if not report["within_knee"]:
+                break  # past the knee: larger N only take longer
+        if options["json"]:
+            self.stdout.write(json.dumps(reports, indent=2))
+        else:
+            knee = max((r["clients"] for r in reports if r["within_knee"]), default=0)
+            shown = knee or f"below {reports[0]['clients']}"
+            limit = options["knee_p99_ms"]
+            self.stdout.write(f"knee (largest N with every client complete and p99 <= {limit:g} ms): {shown}")
+
+    COLUMNS = (
+        ("N", "clients", 5),
+        ("done", "clients_completed", 5),
+        ("tok/s", "tokens_per_s_avg", 8),
+        ("peak", "tokens_per_s_peak", 6),
+        ("p50", "latency_ms_p50", 8),
+        ("p95", "latency_ms_p95", 8),
+        ("p99", "latency_ms_p99", 8),
+        ("max", "latency_ms_max", 8),
+        ("frames/s", "frames_per_s", 9),
+        ("cpu ms/tok", "server_cpu_ms_per_token", 11),
+        ("KB/sock", "server_kb_per_socket", 8),
+        ("peak MB", "server_peak_rss_mb", 8),
+        ("lag max", "server_loop_lag_ms_max", 8),
+        ("gc max", "server_gc_pause_ms_max", 7),
+        ("writes", "db_writes_per_reply", 7),
+    )
+
+    def _row(self, report: dict | None) -> str:
+        if report is None:
+            return " ".join(f"{title:>{width}}" for title, _, width in self.COLUMNS)
+        return " ".join(f"{report[key]!s:>{width}}" for _, key, width in self.COLUMNS)
+
+    def _bench(self, n: int, options: dict) -> dict:
+        cookies, conversations = self._prepare(n + 1)  # one more to warm the server up
+        warmup, conversations = conversations[0], conversations[1:]
         writes_file = Path(tempfile.mkstemp(prefix="chat-writes-", suffix=".json")[1])
+        stalls_file = Path(tempfile.mkstemp(prefix="chat-stalls-", suffix=".json")[1])
         provider_options = ["--tokens", str(options["tokens"]), "--delay", str(options["delay"])]
         provider_options += ["--first-delay", str(options["first_delay"])]
         with fake_provider(
@@ -115,28 +204,70 @@ class Command(BaseCommand):
                     "CHAT_MODELS": "openai:fake-timestamped",
                     "CHAT_DEMO_MODEL": "0",
                     "CHAT_SQL_WRITES_FILE": str(writes_file),
+                    "CHAT_STALLS_FILE": str(stalls_file),
                     **database_env(),
                 },
                 cpus="0" if options["pin"] else "",
             ).start()
+            print(f"server pid {server.pid} (N={n})", file=sys.stderr, flush=True)
+            profiler = None
             try:
+                # One socket that connects and leaves: the imports and caches of
+                # the socket path are then in the idle RSS, not in "per socket".
+                asyncio.run(self._warm_up(server, cookies, warmup))
                 idle_rss = _rss_mb(server.pid)
                 cpu_before = _cpu_seconds(server.pid)
+                if options["py_spy"]:
+                    profiler = self._profile(server.pid, options["py_spy"])
                 started = time.time()
-                results, connected_rss = asyncio.run(self._run(server, cookies, conversations, options))
+                run = asyncio.run(self._run(server, cookies, conversations, options))
                 elapsed = time.time() - started
                 cpu = _cpu_seconds(server.pid) - cpu_before
                 peak_rss = _peak_rss_mb(server.pid)
             finally:
+                if profiler is not None:
+                    profiler.send_signal(2)  # SIGINT: py-spy writes what it has
+                    profiler.wait(30)
+                    print(self.profile_summary(options["py_spy"]), file=sys.stderr)
                 server.stop()
-        writes = json.loads(writes_file.read_text() or "{}") if writes_file.exists() else {}
+                server_log = [line for line in server.log if not ACCESS_LOG.match(line)][-30:]
+        # Empty when the server did not exit cleanly (killed at stop): reported as None, not as zero.
+        writes = json.loads(writes_file.read_text() or "null") if writes_file.exists() else None
+        stalls = json.loads(stalls_file.read_text() or "{}") if stalls_file.exists() else {}
         writes_file.unlink(missing_ok=True)
-        report = self._report(results, options, elapsed, cpu, idle_rss, connected_rss, peak_rss, writes)
-        if options["json"]:
-            self.stdout.write(json.dumps(report, indent=2))
-        else:
-            for key, value in report.items():
-                self.stdout.write(f"{key:32} {value}")
+        stalls_file.unlink(missing_ok=True)
+        report = self._report(run, options, elapsed, cpu, idle_rss, peak_rss, writes, stalls)
+        if report["clients_completed"] < n:  # what the server said (less its access log), to see why
+            report["server_log_tail"] = [line.rstrip() for line in server_log]
+        return report
+
+    @staticmethod
+    def profile_summary(path: str, top: int = 20) -> str:
+        """The top functions of a py-spy ``raw`` (folded) profile: by self samples and by inclusive samples."""
+        own: Counter[str] = Counter()
+        inclusive: Counter[str] = Counter()
+        total = 0
+        for line in Path(path).read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            if not stack or not count.isdigit():
+                continue
+            frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]  # merge lines of one function
+            total += int(count)
+            own[frames[-1]] += int(count)
+            for frame in set(frames):
+                inclusive[frame] += int(count)
+        lines = [f"{total} samples; self %, then inclusive %"]
+        lines += [f"  self {100 * c / total:5.1f}%  {f}" for f, c in own.most_common(top)]
+        lines += [f"  incl {100 * c / total:5.1f}%  {f}" for f, c in inclusive.most_common(top * 2)]
+        return "\n".join(lines)
+
+    def _profile(self, pid: int, path: str) -> subprocess.Popen:
+        spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        # --gil: only the thread holding the GIL, i.e. where the CPU goes.
+        args = [spy, "record", "--pid", str(pid), "--rate", "100", "--gil", "--format", "raw", "--output", path]
+        profiler = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        time.sleep(1.0)  # py-spy attaches
+        return profiler
 
     def _prepare(self, n: int) -> tuple[str, list[Conversation]]:
         user, _ = get_user_model().objects.get_or_create(username="bench")
@@ -154,13 +285,26 @@ class Command(BaseCommand):
         ]
         return f"{settings.SESSION_COOKIE_NAME}={session.session_key}", conversations
 
-    async def _run(self, server, cookie, conversations, options):
+    async def _warm_up(self, server, cookie, conversation: Conversation) -> None:
+        import websockets
+
+        async with websockets.connect(
+            f"ws://127.0.0.1:{server.port}/ws/conversations/{conversation.id}/",
+            origin=f"http://127.0.0.1:{server.port}",
+            additional_headers={"Cookie": cookie},
+            open_timeout=30,
+        ) as ws:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ws.recv(), 0.5)  # the current state, if any
+
+    async def _run(self, server, cookie, conversations, options) -> dict:
         import websockets
 
         results = [ClientResult() for _ in conversations]
         sockets: list = []
         connected = asyncio.Event()
-        connected_rss = [0.0]
+        run = {"results": results, "connected_rss": 0.0, "rss_after_round": [], "cpu_connected": 0.0}
+        rounds_done = Counter()
 
         async def client(i: int, conversation: Conversation) -> None:
             result = results[i]
@@ -175,23 +319,28 @@ class Command(BaseCommand):
                 ) as ws:
                     sockets.append(ws)
                     if len(sockets) == len(conversations):
+                        run["connected_rss"] = _rss_mb(server.pid)
+                        run["cpu_connected"] = _cpu_seconds(server.pid)
                         connected.set()
                     await connected.wait()
                     await asyncio.sleep(options["spread"] * i / len(conversations))  # spread the first sends
-                    for _ in range(options["rounds"]):
+                    for r in range(options["rounds"]):
+                        if not result.first_send:
+                            result.first_send = time.time()
                         await ws.send(json.dumps({"action": "send", "text": f"bench {secrets.token_hex(4)}"}))
                         await asyncio.wait_for(self._read_reply(ws, result), options["timeout"])
+                        result.last_final = time.time()
                         result.replies += 1
+                        rounds_done[r] += 1
+                        if rounds_done[r] == len(conversations):  # every client has finished round r
+                            run["rss_after_round"].append(_rss_mb(server.pid))
             except Exception as exc:  # reported, not raised: one failed client must not hide the rest
                 result.error = f"{type(exc).__name__}: {exc}"
                 connected.set()
 
-        async def sample_rss() -> None:
-            await connected.wait()
-            connected_rss[0] = _rss_mb(server.pid)
-
-        await asyncio.gather(sample_rss(), *(client(i, c) for i, c in enumerate(conversations)))
-        return results, connected_rss[0]
+        await asyncio.gather(*(client(i, c) for i, c in enumerate(conversations)))
+        run["cpu_done"] = _cpu_seconds(server.pid)
+        return run
 
     async def _read_reply(self, ws, result: ClientResult) -> None:
         seen: set[str] = set()
@@ -207,21 +356,34 @@ class Command(BaseCommand):
             if FINAL.search(frame):
                 return
 
-    def _report(self, results, options, elapsed, cpu, idle_rss, connected_rss, peak_rss, writes) -> dict:
+    def _report(self, run, options, elapsed, cpu, idle_rss, peak_rss, writes, stalls) -> dict:
+        results = run["results"]
         n = len(results)
         latencies = [v for r in results for v in r.latencies_ms]
         arrivals = [t for r in results for t in r.arrivals]
         buckets = Counter(int(t) for t in arrivals)
         tokens = len(latencies)
         replies = sum(r.replies for r in results)
+        frames = sum(r.frames for r in results)
         completed = sum(1 for r in results if r.replies == options["rounds"] and not r.error)
         span = (max(arrivals) - min(arrivals)) if arrivals else 0.0
-        total_writes = sum(writes.values())
+        # The streaming window: from the first send to the last final bubble.
+        window_start = min((r.first_send for r in results if r.first_send), default=0.0)
+        window_end = max((r.last_final for r in results), default=0.0)
+        window = window_end - window_start if window_end > window_start else 0.0
+        in_window = [(at, ms) for at, ms in stalls.get("lags", []) if window_start <= at <= window_end]
+        lags = [ms for _, ms in in_window]
+        pauses = [ms for at, _, ms in stalls.get("gc_pauses", []) if window_start <= at <= window_end]
+        streaming_cpu = run.get("cpu_done", 0.0) - run.get("cpu_connected", 0.0)
+        total_writes = sum(writes.values()) if writes is not None else None
+        rss_rounds = run["rss_after_round"]
+        p99 = _percentile(latencies, 99)
         return {
             "clients": n,
             "rounds": options["rounds"],
             "tokens_per_reply": options["tokens"],
             "clients_completed": completed,
+            "within_knee": completed == n and p99 <= options.get("knee_p99_ms", KNEE_P99_MS),
             "errors": sorted({r.error for r in results if r.error})[:5],
             "replies": replies,
             "tokens_delivered": tokens,
@@ -229,20 +391,35 @@ class Command(BaseCommand):
             "tokens_per_s_peak": max(buckets.values()) if buckets else 0,
             "latency_ms_p50": round(_percentile(latencies, 50), 2),
             "latency_ms_p95": round(_percentile(latencies, 95), 2),
-            "latency_ms_p99": round(_percentile(latencies, 99), 2),
+            "latency_ms_p99": round(p99, 2),
             "latency_ms_max": round(max(latencies), 2) if latencies else None,
             "latency_ms_mean": round(statistics.fmean(latencies), 2) if latencies else None,
-            "frames": sum(r.frames for r in results),
-            "frames_per_reply": round(sum(r.frames for r in results) / replies, 1) if replies else None,
-            "frames_per_s": round(sum(r.frames for r in results) / elapsed, 1) if elapsed else 0.0,
+            "frames": frames,
+            "frames_per_reply": round(frames / replies, 1) if replies else None,
+            "frames_per_s": round(frames / window, 1) if window else 0.0,
+            "streaming_seconds": round(window, 2),
             "wall_seconds": round(elapsed, 2),
             "server_cpu_seconds": round(cpu, 3),
             "server_cpu_ms_per_token": round(cpu * 1000 / tokens, 4) if tokens else None,
+            "server_cpu_ms_per_token_streaming": round(streaming_cpu * 1000 / tokens, 4) if tokens else None,
             "server_rss_idle_mb": round(idle_rss, 1),
-            "server_rss_connected_mb": round(connected_rss, 1),
-            "server_kb_per_socket": round((connected_rss - idle_rss) * 1024 / n, 1) if n else None,
+            "server_rss_connected_mb": round(run["connected_rss"], 1),
+            "server_kb_per_socket": round((run["connected_rss"] - idle_rss) * 1024 / n, 1) if n else None,
+            "server_rss_after_round_mb": [round(v, 1) for v in rss_rounds],
+            "server_rss_growth_mb": round(rss_rounds[-1] - rss_rounds[0], 1) if rss_rounds else None,
             "server_peak_rss_mb": round(peak_rss, 1),
+            "server_stall_record_ms": stalls.get("record_ms"),  # 0 below: no lag or pause above this
+            "server_loop_lag_ms_max": round(max(lags, default=0.0), 1) if stalls else None,
+            "server_loop_lag_ms_max_overall": stalls.get("max_lag_ms"),
+            "server_loop_lag_samples": stalls.get("lag_samples"),
+            "server_gc_pause_ms_max": round(max(pauses, default=0.0), 1) if stalls else None,
+            "server_gc_max_ms_by_generation": stalls.get("gc_max_ms"),
+            "server_gc_collections": stalls.get("gc_counts"),
+            "server_gc_total_ms": stalls.get("gc_total_ms"),
+            "server_stalls_over_50ms": sum(1 for ms in lags + pauses if ms > STALL_MS) if stalls else None,
+            # When the loop lagged over 50 ms: seconds after the first send, and how long.
+            "server_loop_lags_over_50ms": [[round(at - window_start, 2), ms] for at, ms in in_window if ms > STALL_MS],
             "db_writes_total": total_writes,
-            "db_writes_per_reply": round(total_writes / replies, 2) if replies else None,
+            "db_writes_per_reply": round(total_writes / replies, 2) if replies and total_writes is not None else None,
             "db_writes_by_table": writes,
         }
