@@ -243,6 +243,9 @@ CHAT_PROVIDER_READ_TIMEOUT = envfloat("CHAT_PROVIDER_READ_TIMEOUT", 60.0)
 CHAT_MAX_MESSAGE_CHARS = envint("CHAT_MAX_MESSAGE_CHARS", 32000)
 CHAT_FRAME_INTERVAL_MS = envint("CHAT_FRAME_INTERVAL_MS", 50)
 CHAT_RENDER_INTERVAL_MS = envint("CHAT_RENDER_INTERVAL_MS", 1000)
+# A conversation page shows its newest CHAT_PAGE_MESSAGES messages; earlier
+# ones load as the reader scrolls up (or all at once with ?all=1, without JavaScript).
+CHAT_PAGE_MESSAGES = envint("CHAT_PAGE_MESSAGES", 100)
 CHAT_DEMO_TOKEN_DELAY_MS = envint("CHAT_DEMO_TOKEN_DELAY_MS", 30)
 # Durability: while a reply streams, its text so far is written at most every
 # CHAT_CHECKPOINT_SECONDS (one statement per worker for all its replies); every

@@ -34,6 +34,7 @@ from django.conf import settings
 from django.db import transaction
 from django.template.loader import render_to_string
 from django.utils import timezone
+from django.utils.html import format_html
 from django.utils.translation import gettext as _
 
 from conversations import durability, providers
@@ -515,11 +516,9 @@ class Generation:
         """A frame that only appends text: what ``_frame.html`` renders when
         there is no markdown render, built directly (most frames are these; a
         template render per frame was a visible share of the server's CPU)."""
-        from html import escape  # the same escaping as Django's autoescape
-
-        html = f'<span hx-swap-oob="beforeend:#msg-{message_id}-tail">{escape(text)}</span>' if text else ""
+        html = format_html('<span hx-swap-oob="beforeend:#msg-{}-tail">{}</span>', message_id, text) if text else ""
         if reasoning:
-            html += f'<span hx-swap-oob="beforeend:#msg-{message_id}-reasoning">{escape(reasoning)}</span>'
+            html += format_html('<span hx-swap-oob="beforeend:#msg-{}-reasoning">{}</span>', message_id, reasoning)
         return html
 
     async def _end(self, pump: asyncio.Task, status: str, error: str, error_kind: str) -> None:

@@ -10,6 +10,7 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("c/new/", views.new_conversation, name="new_conversation"),
     path("c/<uuid:conversation_id>/", views.conversation, name="conversation"),
+    path("c/<uuid:conversation_id>/earlier/", views.earlier, name="earlier"),
     path("c/<uuid:conversation_id>/rename/", views.rename, name="rename"),
     path("c/<uuid:conversation_id>/model/", views.set_model, name="set_model"),
     path("c/<uuid:conversation_id>/settings/", views.update_settings, name="update_settings"),

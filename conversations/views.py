@@ -8,7 +8,7 @@ from django.contrib import messages as flash
 from django.contrib.auth import get_user_model, login
 from django.contrib.auth.decorators import login_not_required
 from django.db import transaction
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -75,11 +75,22 @@ def new_conversation(request: HttpRequest) -> HttpResponse:
     return redirect(conversation)
 
 
+def _window(transcript: list[Message], end: int | None = None) -> tuple[list[Message], UUID | None]:
+    """The CHAT_PAGE_MESSAGES messages before index ``end`` (default: the newest),
+    and the id to ask for the ones before them (None when there are none)."""
+    end = len(transcript) if end is None else end
+    start = max(0, end - settings.CHAT_PAGE_MESSAGES)
+    return transcript[start:end], transcript[start].id if start > 0 else None
+
+
 def _render_detail(request: HttpRequest, conv: Conversation, status: int = 200, **extra) -> HttpResponse:
+    transcript = conv.transcript()
+    shown, earlier_before = (transcript, None) if request.GET.get("all") else _window(transcript)
     ctx = _page_context(
         request,
         conversation=conv,
-        transcript=Feedback.attach(conv.transcript(), request.user),
+        transcript=Feedback.attach(shown, request.user),
+        earlier_before=earlier_before,
         current_model=providers.get_model(conv.model_key),
         settings_form=ConversationSettingsForm(instance=conv),
         **extra,
@@ -90,6 +101,26 @@ def _render_detail(request: HttpRequest, conv: Conversation, status: int = 200, 
 @require_GET
 def conversation(request: HttpRequest, conversation_id: UUID) -> HttpResponse:
     return _render_detail(request, _get_conversation_for_user(request, conversation_id))
+
+
+@require_GET
+def earlier(request: HttpRequest, conversation_id: UUID) -> HttpResponse:
+    """The messages before ``?before=<message id>``, for htmx as the reader
+    scrolls up (without it, the page's link asks for ``?all=1`` instead)."""
+    conv = _get_conversation_for_user(request, conversation_id)
+    transcript = conv.transcript()
+    try:
+        before = UUID(request.GET.get("before", ""))
+    except ValueError:
+        raise Http404 from None
+    end = next((i for i, m in enumerate(transcript) if m.id == before), None)
+    if end is None:
+        raise Http404
+    if not request.htmx:
+        return redirect(f"{conv.get_absolute_url()}?all=1#msg-{before}")
+    shown, earlier_before = _window(transcript, end)
+    ctx = {"conversation": conv, "transcript": Feedback.attach(shown, request.user), "earlier_before": earlier_before}
+    return render(request, "conversations/detail.html#earlier", ctx)
 
 
 async def _aget_conversation_for_user(request: HttpRequest, conversation_id: UUID) -> tuple[Conversation, object]:

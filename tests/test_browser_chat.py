@@ -155,3 +155,34 @@ def test_it_keeps_the_text_when_a_send_is_refused(page, alice_in):
     assert page.input_value("#composer-text") == "second, while the first streams"
     page.wait_for_selector('.msg-assistant[data-status="complete"]')
     assert Message.objects.filter(conversation=conversation, role="user").count() == 1
+
+
+def test_it_loads_earlier_messages_as_the_reader_scrolls_up(page, alice_in):
+    conversation = Conversation.objects.create(owner=alice_in, model_key="demo:demo")
+    messages, parent = [], None
+    for i in range(250):
+        role = "user" if i % 2 == 0 else "assistant"
+        parent = Message.objects.create(conversation=conversation, parent=parent, role=role, content=f"message {i}")
+        messages.append(parent)
+    page.goto(conversation.get_absolute_url())
+    page.wait_for_selector('#connection[data-state="open"]', state="attached")
+    count = "document.querySelectorAll('#transcript .msg').length"
+    assert page.evaluate(count) == 100
+
+    page.evaluate("document.getElementById('transcript').scrollTop = 0")
+    page.wait_for_function(f"{count} === 200")
+    # The message the reader was at stays in view: the earlier ones arrived above it
+    # (restored once htmx has settled the swap).
+    page.wait_for_function(
+        f"""() => {{
+            const box = document.getElementById('transcript').getBoundingClientRect();
+            const top = document.getElementById('msg-{messages[150].id}').getBoundingClientRect().top;
+            return top >= box.top && top < box.bottom;
+        }}"""
+    )
+
+    page.evaluate("document.getElementById('transcript').scrollTop = 0")
+    page.wait_for_function(f"{count} === 250")
+    assert page.locator("#load-earlier").count() == 0
+    first = page.locator("#transcript .msg").first
+    assert first.get_attribute("id") == f"msg-{messages[0].id}"

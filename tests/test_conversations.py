@@ -160,3 +160,85 @@ def test_it_renders_anew_a_reply_stored_by_an_older_renderer(alice_client, conve
     Message.objects.filter(pk=reply.pk).update(html="<p>stale</p>", html_version=RENDER_VERSION - 1)
     page = alice_client.get(conversation.get_absolute_url()).content.decode()
     assert "stale" not in page and "Hi <strong>there</strong>" in page
+
+
+def _long_conversation(owner, count: int) -> tuple[Conversation, list[Message]]:
+    conversation = Conversation.objects.create(owner=owner, title="long", model_key="demo:demo")
+    messages, parent = [], None
+    for i in range(count):
+        role = "user" if i % 2 == 0 else "assistant"
+        parent = Message.objects.create(conversation=conversation, parent=parent, role=role, content=f"message {i}")
+        messages.append(parent)
+    return conversation, messages
+
+
+def _bubbles(html: str) -> list[str]:
+    import re
+
+    return re.findall(r'<article class="msg msg-\w+ status-\w+" id="msg-([0-9a-f-]+)"', html)
+
+
+def test_it_shows_the_newest_messages_and_a_way_to_earlier_ones(alice, alice_client, settings):
+    settings.CHAT_PAGE_MESSAGES = 100
+    conversation, messages = _long_conversation(alice, 250)
+
+    page = alice_client.get(conversation.get_absolute_url()).content.decode()
+
+    assert _bubbles(page) == [str(m.id) for m in messages[150:]]
+    assert f'hx-get="/c/{conversation.id}/earlier/?before={messages[150].id}"' in page
+    assert 'href="?all=1"' in page  # without JavaScript: the whole conversation
+
+
+def test_it_loads_earlier_messages_in_windows(alice, alice_client, settings):
+    settings.CHAT_PAGE_MESSAGES = 100
+    conversation, messages = _long_conversation(alice, 250)
+    url = reverse("earlier", args=[conversation.id])
+
+    middle = alice_client.get(url, {"before": messages[150].id}, headers={"HX-Request": "true"}).content.decode()
+    first = alice_client.get(url, {"before": messages[50].id}, headers={"HX-Request": "true"}).content.decode()
+
+    assert _bubbles(middle) == [str(m.id) for m in messages[50:150]]
+    assert f"before={messages[50].id}" in middle
+    assert _bubbles(first) == [str(m.id) for m in messages[:50]]
+    assert "load-earlier" not in first
+
+
+def test_it_shows_the_whole_conversation_without_javascript(alice, alice_client, settings):
+    settings.CHAT_PAGE_MESSAGES = 100
+    conversation, messages = _long_conversation(alice, 250)
+    url = reverse("earlier", args=[conversation.id])
+
+    everything = alice_client.get(conversation.get_absolute_url(), {"all": "1"}).content.decode()
+    redirected = alice_client.get(url, {"before": messages[150].id})
+
+    assert _bubbles(everything) == [str(m.id) for m in messages]
+    assert "load-earlier" not in everything
+    assert redirected.status_code == 302
+    assert redirected["Location"] == f"{conversation.get_absolute_url()}?all=1#msg-{messages[150].id}"
+
+
+def test_it_checks_ownership_of_earlier_messages(alice, charlie_client):
+    conversation, messages = _long_conversation(alice, 3)
+    url = reverse("earlier", args=[conversation.id])
+    assert charlie_client.get(url, {"before": messages[2].id}, headers={"HX-Request": "true"}).status_code == 404
+
+
+def test_it_answers_404_for_an_unknown_earlier_anchor(alice, alice_client):
+    conversation, _ = _long_conversation(alice, 3)
+    url = reverse("earlier", args=[conversation.id])
+    assert alice_client.get(url, {"before": "not-a-uuid"}).status_code == 404
+    assert alice_client.get(url, {"before": conversation.id}).status_code == 404
+
+
+def test_it_renders_a_long_conversation_with_constant_queries(alice, alice_client):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    counts = []
+    for size in (4, 1000):
+        conversation, _ = _long_conversation(alice, size)
+        alice_client.get(conversation.get_absolute_url())
+        with CaptureQueriesContext(connection) as captured:
+            assert alice_client.get(conversation.get_absolute_url()).status_code == 200
+        counts.append(len(captured.captured_queries))
+    assert counts[0] == counts[1]

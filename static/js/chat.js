@@ -66,9 +66,28 @@
     }
   }
 
+  // --- earlier messages: load them as the reader nears the top, and keep
+  // what the reader was looking at in place when they arrive above it
+  var keepFromBottom = null;
+  function loadEarlier(el) {
+    var more = $("#load-earlier");
+    if (more && el.scrollTop < 300 && !more.classList.contains("htmx-request")) {
+      htmx.trigger(more, "load-earlier");
+    }
+  }
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var el = scroller();
+    if (el && event.detail.elt.id === "load-earlier") keepFromBottom = el.scrollHeight - el.scrollTop;
+  });
+  document.addEventListener("htmx:afterSettle", function () {
+    var el = scroller();
+    if (el && keepFromBottom !== null) { el.scrollTop = el.scrollHeight - keepFromBottom; keepFromBottom = null; }
+  });
+
   document.addEventListener("scroll", function (event) {
     var el = scroller();
     if (event.target !== el) return;
+    loadEarlier(el);
     pinned = nearBottom(el);
     if (pinned) { var jump = $("#jump-latest"); if (jump) jump.hidden = true; }
   }, true);

@@ -2,7 +2,8 @@
 
 Creates (in the configured database) a conversation of ``--messages``
 messages, alternating user and assistant, the replies with some markdown, then
-GETs its page ``--repeat`` times through Django's test client as its owner
+GETs its page (which shows the newest CHAT_PAGE_MESSAGES; then with
+``?all=1``, every message) ``--repeat`` times through Django's test client as its owner
 (a full request: middleware, view, template) and reports the number of
 queries and the server time (min and median).  A second, small conversation
 shows whether the query count depends on the length::
@@ -56,11 +57,15 @@ class Command(BaseCommand):
     def _measure(self, options) -> None:
         user, _ = get_user_model().objects.get_or_create(username="bench-page")
         report = {"messages": options["messages"]}
-        for label, count in (("small", 10), ("long", options["messages"])):
+        for label, count, query in (
+            ("small", 10, ""),
+            ("long", options["messages"], ""),
+            ("long_all", options["messages"], "?all=1"),
+        ):
             conversation = self._conversation(user, count)
             client = Client(HTTP_HOST="127.0.0.1")  # the test client is exempt from ALLOWED_HOSTS only under tests
             client.force_login(user)
-            url = reverse("conversation", args=[conversation.id])
+            url = reverse("conversation", args=[conversation.id]) + query
             times, queries, size = [], 0, 0
             for _ in range(options["repeat"]):
                 with CaptureQueriesContext(connection) as captured:
@@ -90,11 +95,18 @@ class Command(BaseCommand):
             parent = None
             for i in range(count):
                 assistant = i % 2 == 1
-                parent = Message.objects.create(
+                parent = Message(
                     conversation=conversation,
                     parent=parent,
                     role=Message.Role.ASSISTANT if assistant else Message.Role.USER,
                     content=REPLY.format(i=i) if assistant else f"Question {i}: how does this work?",
                     status=Message.Status.COMPLETE,
                 )
+                if assistant:
+                    # As a reply is stored when it ends: provenance and its rendered HTML.
+                    parent.provider, parent.model, parent.finish_reason = "openai", "gpt-4.1-mini", "stop"
+                    parent.input_tokens, parent.output_tokens = 120 + i, 80
+                    parent.first_token_ms, parent.duration_ms = 350, 2400
+                    parent.store_html()
+                parent.save()
         return conversation
