@@ -152,10 +152,11 @@ if REDIS_URL and CHAT_CHANNEL_LAYER == "core":
 elif REDIS_URL:
     # Redis pub/sub: a frame is one PUBLISH, delivered once to each worker that
     # has a socket of that conversation, which fans it out in memory.  The
-    # list-based layer ("core") costs a Lua script per socket per frame and
-    # reads its queue one message per round trip: measured with
-    # `manage.py benchscaleout`, a joiner's snapshot took 1.6 s on it against
-    # 69 ms here, with five times the Redis commands (docs/deployment.md).
+    # list-based layer ("core") runs a script per socket per frame, and its
+    # capacity holds for all of a process's sockets together: with
+    # `manage.py benchscaleout --conversations 50` it dropped the final bubble
+    # of 29 conversations out of 50, with 3-17 times the Redis commands
+    # (docs/deployment.md).
     CHANNEL_LAYERS = {
         "default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", "CONFIG": {"hosts": REDIS_HOSTS}}
     }

@@ -6,6 +6,7 @@ import io
 import json
 
 import pytest
+from django.conf import settings
 from django.core.management import call_command
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(180)]
@@ -13,7 +14,9 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(180)]
 FAST = {"tokens": 20, "delay": 0.005, "first_delay": 0, "spread": 0}
 
 
-def test_it_benchmarks_two_clients_end_to_end():
+def test_it_benchmarks_two_clients_end_to_end(monkeypatch):
+    # The server inherits this: no checkpoint may fall inside these short replies.
+    monkeypatch.setenv("CHAT_CHECKPOINT_SECONDS", "3600")
     out = io.StringIO()
     call_command("benchstreams", clients=2, rounds=2, json=True, stdout=out, **FAST)
     report = json.loads(out.getvalue())
@@ -51,3 +54,15 @@ def test_a_json_sweep_is_a_list_of_reports():
     call_command("benchstreams", sweep="1", json=True, stdout=out, **FAST)
     reports = json.loads(out.getvalue())
     assert [r["clients"] for r in reports] == [1] and reports[0]["clients_completed"] == 1
+
+
+@pytest.mark.multiworker
+@pytest.mark.skipif(not settings.REDIS_URL, reason="REDIS_URL is unset: two workers need a shared channel layer")
+def test_it_benchmarks_joiners_across_two_workers():
+    out = io.StringIO()
+    call_command("benchscaleout", conversations=2, tokens=60, delay=0.01, first_delay=0, json=True, stdout=out)
+    report = json.loads(out.getvalue())
+    assert report["failed"] == 0 and report["errors"] == []
+    assert report["joiners_exact (no gap, no repeat)"] == "2/2"
+    assert report["snapshot_ms_p50"] >= 0 and report["frames_per_s"] > 0
+    assert report["db_writes_by_table"]["INSERT conversations_message"] == 4

@@ -51,6 +51,7 @@ class Command(BaseCommand):
         parser.add_argument("--tokens", type=int, default=200, help="Tokens per reply (200).")
         parser.add_argument("--delay", type=float, default=0.02, help="Seconds between tokens (0.02).")
         parser.add_argument("--first-delay", type=float, default=0.2, help="Seconds to the first token (0.2).")
+        parser.add_argument("--timeout", type=float, default=60.0, help="Give up on a conversation after this long.")
         parser.add_argument("--json", action="store_true", help="Machine-readable output.")
 
     def handle(self, *args, **options):
@@ -129,7 +130,10 @@ class Command(BaseCommand):
                 await owner
             return result
 
-        return await asyncio.gather(*(one(c) for c in conversations), return_exceptions=True)
+        # A lost final bubble must show as an error, not hang the benchmark.
+        return await asyncio.gather(
+            *(asyncio.wait_for(one(c), options["timeout"]) for c in conversations), return_exceptions=True
+        )
 
     async def _read(self, ws, result: dict) -> None:
         while True:
@@ -161,7 +165,8 @@ class Command(BaseCommand):
 
     def _report(self, results, counts, elapsed, commands, options) -> dict:
         ok = [r for r in results if isinstance(r, dict)]
-        errors = sorted({f"{type(r).__name__}: {r}" for r in results if not isinstance(r, dict)})
+        failed = [r for r in results if not isinstance(r, dict)]
+        errors = sorted({f"{type(r).__name__}: {r}" for r in failed})
         snapshot = [r["snapshot_ms"] for r in ok]
         after_handshake = [r["snapshot_after_handshake_ms"] for r in ok]
         exact = sum(1 for r in ok if r["joiner_tokens"] == r.get("final_tokens"))
@@ -172,6 +177,7 @@ class Command(BaseCommand):
         return {
             "conversations": options["conversations"],
             "tokens_per_reply": options["tokens"],
+            "failed": len(failed),
             "errors": errors[:5],
             "joiners_exact (no gap, no repeat)": f"{exact}/{len(results)}",
             "snapshot_ms_p50": round(_percentile(snapshot, 50), 1),
