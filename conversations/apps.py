@@ -28,7 +28,30 @@ def tune_gc() -> None:
     from conversations.instrumentation import call_when_loop_runs
 
     # Once more when the server runs: the URLconf, consumers and SDKs are imported after ready().
-    call_when_loop_runs(lambda loop: (gc.collect(), gc.freeze()))
+    call_when_loop_runs(lambda loop: (warm_up(), gc.collect(), gc.freeze()))
+
+
+def warm_up() -> None:
+    """Pay the first reply's one-off costs when the server starts, not while
+    the first users' replies stream (they stalled its loop for 50-90 ms):
+    compiling the reply templates, markdown-it's and Pygments' first render,
+    and each configured provider's SDK client (its SSL context)."""
+    import logging
+
+    from django.template.loader import get_template
+
+    from conversations.markdown import render_markdown
+    from conversations.providers import anthropic, openai
+
+    for name in ("_message", "_append", "_frame", "_feedback", "_composer_ack", "_composer_error"):
+        get_template(f"conversations/{name}.html")
+    get_template("conversations/detail.html")
+    render_markdown("**warm** `up`\n\n- a\n\n```python\nprint(1)\n```\n")
+    for provider in (openai, anthropic):
+        try:
+            provider._client()
+        except Exception:  # no key configured: nothing to build
+            logging.getLogger(__name__).debug("no %s client to warm up", provider.__name__)
 
 
 class ConversationsConfig(AppConfig):

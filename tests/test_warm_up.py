@@ -1,0 +1,23 @@
+"""Start-up warm-up: the first reply's one-off costs are paid before anyone streams."""
+
+import asyncio
+
+from conversations.apps import warm_up
+from conversations.providers import openai as openai_provider
+
+
+async def test_it_builds_the_configured_providers_client(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
+    loop = asyncio.get_running_loop()
+
+    warm_up()
+
+    try:
+        assert any(key[0] is loop for key in openai_provider.clients._clients)
+    finally:
+        await openai_provider.clients.aclose()
+
+
+async def test_it_warms_up_without_any_provider_key():
+    warm_up()  # no key: nothing to build, and no error
+    assert not any(key[0] is asyncio.get_running_loop() for key in openai_provider.clients._clients)
