@@ -176,9 +176,9 @@ async def test_it_keeps_the_checkpointed_text_when_a_worker_is_killed(doomed_wor
     assert "status-interrupted" in swept and ">Continue<" in swept
     checkpointed = _stamps(reply.content)
     assert reply.status == "interrupted" and checkpointed == sorted(checkpointed)
-    # Every token sent up to 2 s before the kill was checkpointed (plus 250 ms
-    # for the checkpoint's own write and the loopback).
-    assert checkpointed[-1] >= killed_at - 2.25e9
+    # Every token sent up to 2 s before the kill was checkpointed (plus 500 ms
+    # for the checkpoint's own write, the loopback and a busy CI machine).
+    assert checkpointed[-1] >= killed_at - 2.5e9
     assert checkpointed[0] <= seen[0]
     assert max(later - earlier for earlier, later in itertools.pairwise(checkpointed)) < 0.5e9  # no gap
     reply = await database_sync_to_async(Message.objects.get)(pk=reply.pk)
