@@ -14,6 +14,8 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
 from django.core.exceptions import PermissionDenied
 from django.core.handlers.asgi import ASGIRequest
 from django.db.models import Exists, OuterRef
@@ -477,3 +479,25 @@ class AuditLogAdmin(admin.ModelAdmin):
         if more > 0:
             return format_html("{} {}", links, gettext("and %(n)d more") % {"n": more})
         return links or "–"
+
+
+class AuditedUserAdmin(UserAdmin):
+    """Django's user admin, except that deleting a user is audited like a
+    transcript view when the confirmation page lists their conversations and
+    messages.  (Staff without the review permission cannot reach that list:
+    they lack delete permission on conversations, so Django names only the
+    kinds of objects they may not delete.)"""
+
+    def get_deleted_objects(self, objs, request):
+        objs = list(objs)
+        if can_review(request.user):
+            ids = list(Conversation.objects.filter(owner__in=objs).values_list("pk", flat=True))
+            if ids:
+                AuditLog.record(request.user, AuditLog.Action.VIEW, ids, page="user delete confirmation")
+        return super().get_deleted_objects(objs, request)
+
+
+User = get_user_model()
+if admin.site.is_registered(User):
+    admin.site.unregister(User)
+admin.site.register(User, AuditedUserAdmin)

@@ -536,3 +536,26 @@ def test_it_reviews_1000_messages_in_as_many_queries_as_2(rita_client, alice):
     assert _queries(rita_client, reverse("admin:conversations_conversation_change", args=[big.pk])) == _queries(
         rita_client, reverse("admin:conversations_conversation_change", args=[small.pk])
     )
+
+
+def test_it_audits_deleting_a_user_whose_conversations_the_page_lists(root_client, alice, secret):
+    response = root_client.get(reverse("admin:auth_user_delete", args=[alice.pk]))
+    assert SECRET in _body(response)  # Django lists every related object, messages included
+    entry = AuditLog.objects.get()
+    assert (entry.actor_username, entry.action, entry.conversation_ids, entry.details) == (
+        "root",
+        "view",
+        [str(secret.pk)],
+        {"page": "user delete confirmation"},
+    )
+
+
+def test_staff_who_may_delete_users_but_not_review_see_no_content_there(django_user_model, alice, secret):
+    from django.contrib.auth.models import Permission as AuthPermission
+
+    hank = django_user_model.objects.create_user("hank", password="hank-password-123", is_staff=True)
+    hank.user_permissions.add(*AuthPermission.objects.filter(codename__in=["view_user", "delete_user"]))
+    response = _client(hank).get(reverse("admin:auth_user_delete", args=[alice.pk]))
+    assert response.status_code == 200
+    assert SECRET not in _body(response) and "About" not in _body(response)
+    assert not AuditLog.objects.exists()
