@@ -52,7 +52,7 @@ async def _until(condition, within=10.0):
         while True:
             if await database_sync_to_async(condition)():
                 return
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.02)  # sleep-ok: the poll interval of a bounded wait on a database row
 
 
 @database_sync_to_async
