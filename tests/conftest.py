@@ -201,7 +201,7 @@ def workers(django_db_setup, django_db_blocker, multi_fake):
     """Two real worker processes on the test database and Redis."""
     from django.conf import settings
 
-    from tests.livesite import server_on_test_db
+    from tests.livesite import two_workers
 
     if not settings.REDIS_URL:
         pytest.skip("REDIS_URL is unset: workers cannot share a channel layer")
@@ -214,12 +214,8 @@ def workers(django_db_setup, django_db_blocker, multi_fake):
         # Deltas only (no periodic markdown re-render), so frame text concatenates.
         "CHAT_RENDER_INTERVAL_MS": "1000000000",
     }
-    with django_db_blocker.unblock():
-        a = server_on_test_db(env).start()
-        b = server_on_test_db(env).start()
-    yield a, b
-    a.stop()
-    b.stop()
+    with two_workers(env, django_db_blocker) as workers:
+        yield workers
 
 
 class SqlWrites:

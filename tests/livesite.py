@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 from conversations.processes import ChildProcess, app_server, database_env
 
@@ -29,3 +31,14 @@ def server_on_test_db(env: dict[str, str]) -> ChildProcess:
     """The app on the test database, with no provider settings from the machine."""
     clean = {k: None for k in os.environ if k.startswith(("OPENAI_", "ANTHROPIC_", "CHAT_"))}
     return app_server({**clean, "DJANGO_TESTING": "1", "DJANGO_DEBUG": "0", **database_env(), **env})
+
+
+@contextlib.contextmanager
+def two_workers(env: dict[str, str], db_blocker) -> Iterator[tuple[ChildProcess, ChildProcess]]:
+    """Two app processes on the test database with the same ``env``; both
+    are stopped at the end, also when the second one fails to start."""
+    with contextlib.ExitStack() as running:
+        with db_blocker.unblock():
+            a = running.enter_context(server_on_test_db(env))
+            b = running.enter_context(server_on_test_db(env))
+        yield a, b

@@ -20,7 +20,7 @@ from django.test import Client
 from conversations.fakeprovider import expected_text
 from conversations.markdown import render_markdown
 from conversations.models import Conversation, Message
-from tests.livesite import server_on_test_db
+from tests.livesite import two_workers
 
 pytestmark = [
     pytest.mark.multiworker,
@@ -143,12 +143,8 @@ def doomed_workers(django_db_blocker, multi_fake):
         "CHAT_HEARTBEAT_SECONDS": "0.5",
         "CHAT_HEARTBEAT_TIMEOUT_SECONDS": "2",
     }
-    with django_db_blocker.unblock():
-        a = server_on_test_db(env).start()
-        b = server_on_test_db(env).start()
-    yield a, b
-    a.stop()
-    b.stop()
+    with two_workers(env, django_db_blocker) as workers:
+        yield workers
 
 
 def _stamps(text: str) -> list[int]:
