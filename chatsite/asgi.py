@@ -16,23 +16,12 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
-from conversations import durability  # noqa: E402
+from conversations.lifecycle import serving  # noqa: E402
 from conversations.routing import websocket_urlpatterns  # noqa: E402
 
-
-def starts_durability(app):
-    """Start the worker's checkpoint and sweep loop with its first request
-    (ASGI servers such as daphne send no start-up event), so that a restarted
-    worker marks the replies its predecessor left streaming as interrupted."""
-
-    async def wrapper(scope, receive, send):
-        durability.ensure_running()
-        return await app(scope, receive, send)
-
-    return wrapper
-
-
-application = starts_durability(
+# serving(): the worker's durability loop starts with its first request (daphne
+# sends no lifespan event), so a restarted worker sweeps its predecessor's replies.
+application = serving(
     ProtocolTypeRouter(
         {
             "http": django_asgi_app,

@@ -248,6 +248,10 @@ CHAT_RENDER_INTERVAL_MS = envint("CHAT_RENDER_INTERVAL_MS", 1000)
 # ones load as the reader scrolls up (or all at once with ?all=1, without JavaScript).
 CHAT_PAGE_MESSAGES = envint("CHAT_PAGE_MESSAGES", 100)
 CHAT_DEMO_TOKEN_DELAY_MS = envint("CHAT_DEMO_TOKEN_DELAY_MS", 30)
+# CHAT_MODEL_OPTIONS: JSON {"provider:model": {option: value}} (see conversations.providers.catalog).
+CHAT_MODEL_OPTIONS = os.environ.get("CHAT_MODEL_OPTIONS", "")
+# Freeze start-up objects and raise the young-generation threshold (conversations.lifecycle).
+CHAT_GC_TUNING = envbool("CHAT_GC_TUNING", True)
 # Durability: while a reply streams, its text so far is written at most every
 # CHAT_CHECKPOINT_SECONDS (one statement per worker for all its replies); every
 # CHAT_HEARTBEAT_SECONDS a worker marks its replies alive and sweeps replies

@@ -26,7 +26,6 @@ import asyncio
 import contextvars
 import logging
 import math
-import sys
 from datetime import timedelta
 from uuid import UUID
 
@@ -45,7 +44,6 @@ logger = logging.getLogger(__name__)
 _worker: asyncio.Task | None = None
 _sockets = 0  # conversation sockets open in this process
 _last_sweep = -math.inf  # loop time of the last sweep
-_shutdown_hooked = False
 CHUNK = 100  # replies per checkpoint statement
 
 
@@ -69,27 +67,10 @@ def ensure_running() -> None:
     """
     global _worker
     loop = asyncio.get_running_loop()
-    _hook_shutdown()
     if _worker is not None and not _worker.done() and _worker.get_loop() is loop:
         return
     # A fresh context: the loop outlives the request or socket that started it.
     _worker = loop.create_task(_run(), name="chat-durability", context=contextvars.Context())
-
-
-def _hook_shutdown() -> None:
-    """Under daphne, save the replies in progress as interrupted when the
-    worker is stopped (SIGTERM), before daphne cancels the sockets: without
-    this they would wait for the sweep, with only their last checkpoint."""
-    global _shutdown_hooked
-    reactor = sys.modules.get("twisted.internet.reactor")
-    if _shutdown_hooked or reactor is None or not reactor.running:
-        return
-    from twisted.internet.defer import Deferred
-
-    _shutdown_hooked = True
-    reactor.addSystemEventTrigger(
-        "before", "shutdown", lambda: Deferred.fromFuture(asyncio.ensure_future(interrupt_all()))
-    )
 
 
 async def interrupt_all(within: float = 10.0) -> None:

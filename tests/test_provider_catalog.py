@@ -154,7 +154,7 @@ def test_chat_model_options_override_the_table_from_the_environment(settings, mo
         "openai:deepseek-reasoner": {"thinking": True, "label": "ignored: CHAT_MODELS label wins"},
         "anthropic:claude-sonnet-4-6": {"thinking": True, "thinking_budget": 4096, "label": "Sonnet (thinking)"},
     }
-    monkeypatch.setenv("CHAT_MODEL_OPTIONS", json.dumps(options))
+    settings.CHAT_MODEL_OPTIONS = json.dumps(options)
 
     o1, deepseek, sonnet = offered_models()
 
@@ -176,7 +176,7 @@ def test_chat_model_options_override_the_table_from_the_environment(settings, mo
 )
 def test_invalid_chat_model_options_raise(settings, monkeypatch, openai_key, options, message):
     settings.CHAT_MODELS = "openai:o1"
-    monkeypatch.setenv("CHAT_MODEL_OPTIONS", options)
+    settings.CHAT_MODEL_OPTIONS = options
 
     with pytest.raises(ImproperlyConfigured, match=message):
         offered_models()

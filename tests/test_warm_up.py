@@ -2,7 +2,7 @@
 
 import asyncio
 
-from conversations.apps import warm_up
+from conversations.lifecycle import warm_up
 from conversations.providers import openai as openai_provider
 
 

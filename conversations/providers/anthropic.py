@@ -89,6 +89,9 @@ class AnthropicProvider(Provider):
     def is_configured(self) -> bool:
         return bool(os.environ.get(KEY_ENV))
 
+    def warm_up(self) -> None:
+        _client()
+
     async def stream_events(self, request: ChatRequest) -> AsyncIterator[Event]:
         client, api_key = _client()
         input_tokens = output_tokens = None

@@ -152,6 +152,10 @@ class Provider:
         """True when the environment holds what this provider needs (a key)."""
         raise NotImplementedError
 
+    def warm_up(self) -> None:
+        """Build what the first request would otherwise build (an SDK client);
+        called on the server's running loop at start-up, when configured."""
+
     def stream_events(self, request: ChatRequest) -> AsyncIterator[Event]:
         raise NotImplementedError
 

@@ -51,7 +51,6 @@ A label given in CHAT_MODELS wins over both.
 from __future__ import annotations
 
 import json
-import os
 import re
 from decimal import Decimal, InvalidOperation
 
@@ -196,7 +195,7 @@ def _parse_entry(entry: str) -> tuple[str, str, str]:
 
 def _model_options() -> dict[str, dict]:
     """CHAT_MODEL_OPTIONS, validated: {"provider:model": {field: value}}."""
-    raw = getattr(settings, "CHAT_MODEL_OPTIONS", None) or os.environ.get("CHAT_MODEL_OPTIONS", "")
+    raw = settings.CHAT_MODEL_OPTIONS or ""
     if isinstance(raw, dict):
         options = raw
     elif not str(raw).strip():
