@@ -9,10 +9,12 @@ model wrote it, with which parameters, how long it took, how it ended.
 from __future__ import annotations
 
 import uuid
+from collections import defaultdict
+from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import models
-from django.db.models import Count, OuterRef, Q, Subquery, Sum
+from django.db import models, transaction
+from django.db.models import Case, Count, OuterRef, Q, Subquery, Sum, TextField, Value, When
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
@@ -97,25 +99,88 @@ class Conversation(models.Model):
     def display_title(self) -> str:
         return self.title or str(_("New conversation"))
 
-    def transcript(self) -> list[Message]:
-        """The current branch, root first, in one query.
+    def transcript(self) -> Transcript:
+        """The message tree in one query, and the branch the user sees."""
+        return Transcript(self.messages.order_by("created_at", "id"))
 
-        Messages form a tree through ``parent``; a Retry adds a sibling.  The
-        current branch follows the newest child at every step, so a retried
-        reply replaces the failed one on screen while both stay stored.
-        """
-        children: dict[uuid.UUID | None, Message] = {}
-        for message in self.messages.order_by("created_at", "id"):
-            children[message.parent_id] = message  # later siblings win
-        branch, current = [], children.get(None)
-        while current is not None:
-            branch.append(current)
-            current = children.get(current.id)
-        return branch
+    def first_message_sets_title(self, text: str) -> bool:
+        """Give an untitled conversation its first message's first line as a
+        title (not saved); True when it did."""
+        if self.title:
+            return False
+        line = " ".join(text.split())
+        self.title = line if len(line) <= TITLE_CHARS else line[: TITLE_CHARS - 1].rstrip() + "…"
+        return True
 
     def touch(self) -> None:
         self.updated_at = timezone.now()
         Conversation.objects.filter(pk=self.pk).update(updated_at=self.updated_at)
+
+
+TITLE_CHARS = 60
+# What a reply's end writes (Message.finish, then Message.save_finished).
+REPLY_FIELDS = [
+    "content",
+    "reasoning",
+    "status",
+    "error",
+    "error_kind",
+    "finish_reason",
+    "finish_reason_raw",
+    "input_tokens",
+    "output_tokens",
+    "first_token_ms",
+    "duration_ms",
+    "completed_at",
+    "html",
+    "html_version",
+]
+CHECKPOINT_CHUNK = 100  # replies per checkpoint statement
+
+
+class MessageQuerySet(models.QuerySet):
+    def replies(self) -> MessageQuerySet:
+        return self.filter(role=Message.Role.ASSISTANT)
+
+    def streaming(self) -> MessageQuerySet:
+        return self.filter(status=Message.Status.STREAMING)
+
+    def finished(self) -> MessageQuerySet:
+        return self.exclude(status=Message.Status.STREAMING)
+
+    def checkpoint(self, texts: dict[uuid.UUID, tuple[str, str]], beats: list[uuid.UUID]) -> None:
+        """Write the text so far (content, reasoning) of the replies in ``texts``
+        and a fresh heartbeat for them and for ``beats``: one statement per
+        ``CHECKPOINT_CHUNK`` replies, never one per reply.  Only rows still
+        streaming are touched, so a reply that ended meanwhile keeps its final text."""
+        now = timezone.now()
+        streaming = self.streaming()
+        with transaction.atomic():
+            ids = list(texts)
+            for start in range(0, len(ids), CHECKPOINT_CHUNK):
+                chunk = ids[start : start + CHECKPOINT_CHUNK]
+                streaming.filter(pk__in=chunk).update(
+                    content=Case(*(When(pk=i, then=Value(texts[i][0])) for i in chunk), output_field=TextField()),
+                    reasoning=Case(*(When(pk=i, then=Value(texts[i][1])) for i in chunk), output_field=TextField()),
+                    heartbeat_at=now,
+                )
+            if beats:
+                streaming.filter(pk__in=beats).update(heartbeat_at=now)
+
+    def silent_since(self, cutoff) -> MessageQuerySet:
+        """Streaming replies no worker has vouched for since ``cutoff``."""
+        return self.streaming().filter(Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, created_at__lt=cutoff))
+
+    def interrupt(self, limit: int = 500) -> list[Message]:
+        """Mark these streaming replies interrupted (their worker is gone),
+        keeping their checkpointed text; returns them."""
+        ids = list(self.streaming().values_list("pk", flat=True)[:limit])
+        if not ids:
+            return []
+        Message.objects.filter(pk__in=ids, status=Message.Status.STREAMING).update(
+            status=Message.Status.INTERRUPTED, completed_at=timezone.now()
+        )
+        return list(Message.objects.filter(pk__in=ids, status=Message.Status.INTERRUPTED))
 
 
 class Message(models.Model):
@@ -164,6 +229,12 @@ class Message(models.Model):
     html = models.TextField(_("rendered HTML"), blank=True, editable=False)
     html_version = models.PositiveSmallIntegerField(_("renderer version"), default=0, editable=False)
 
+    objects = MessageQuerySet.as_manager()
+
+    # Not a column: True for the last message of the branch shown (set by
+    # Transcript and by the reply being written), which alone can be continued.
+    is_tail = False
+
     class Meta:
         verbose_name = _("message")
         verbose_name_plural = _("messages")
@@ -186,6 +257,86 @@ class Message(models.Model):
     @property
     def is_streaming(self) -> bool:
         return self.status == self.Status.STREAMING
+
+    @property
+    def can_retry(self) -> bool:
+        return self.is_assistant and self.status in (self.Status.ERROR, self.Status.STOPPED, self.Status.INTERRUPTED)
+
+    @property
+    def can_continue(self) -> bool:
+        """Only the branch's last reply can be extended, and only one that was cut short."""
+        cut_short = self.status in (self.Status.STOPPED, self.Status.INTERRUPTED) or (
+            self.finish_reason == "length" and self.status == self.Status.COMPLETE
+        )
+        return self.is_assistant and self.is_tail and cut_short
+
+    # --- a reply's lifecycle: start (or reopen), checkpoints, finish or interrupt
+    @classmethod
+    def start_reply(cls, conversation: Conversation, parent: Message | None, spec) -> Message:
+        """Create the streaming row of a new reply to ``parent`` by model ``spec``."""
+        return cls.objects.create(
+            conversation=conversation,
+            parent=parent,
+            role=cls.Role.ASSISTANT,
+            status=cls.Status.STREAMING,
+            heartbeat_at=timezone.now(),
+            provider=spec.provider,
+            model=spec.name,
+            parameters={
+                "temperature": conversation.temperature,
+                "max_tokens": conversation.max_tokens or spec.max_tokens,
+                "system_prompt": bool(conversation.system_prompt),
+            },
+        )
+
+    def reopen(self, spec) -> None:
+        """Stream this reply again to extend it (Continue): the text grows,
+        usage adds up, and ``parameters["continuations"]`` counts how often."""
+        self.status = self.Status.STREAMING
+        self.heartbeat_at = timezone.now()
+        self.provider, self.model = spec.provider, spec.name
+        self.parameters = {**self.parameters, "continuations": self.parameters.get("continuations", 0) + 1}
+        self.error = self.error_kind = ""
+        self.html = ""  # the text will grow: the stored rendering no longer matches it
+        self.save(
+            update_fields=["status", "heartbeat_at", "provider", "model", "parameters", "error", "error_kind", "html"]
+        )
+
+    def finish(
+        self,
+        status: str,
+        *,
+        content: str,
+        reasoning: str,
+        error: str = "",
+        error_kind: str = "",
+        finish_reason: str | None = None,
+        finish_reason_raw: str = "",
+        usage: tuple[int | None, int | None] | None = None,
+        first_token_ms: int | None = None,
+        duration_ms: int | None = None,
+    ) -> None:
+        """Assign how the reply ended and render its HTML (``save_finished`` writes it)."""
+        self.content, self.reasoning, self.status = content, reasoning, status
+        self.error, self.error_kind = error, error_kind
+        if finish_reason is not None:
+            self.finish_reason, self.finish_reason_raw = finish_reason, finish_reason_raw
+        elif status != self.Status.COMPLETE:
+            self.finish_reason = self.finish_reason_raw = ""
+        if usage is not None:
+            tokens_in, tokens_out = usage
+            self.input_tokens = tokens_in
+            if self.parameters.get("continuations") and self.output_tokens and tokens_out is not None:
+                self.output_tokens += tokens_out
+            else:
+                self.output_tokens = tokens_out
+        self.store_html()
+        self.first_token_ms, self.duration_ms = first_token_ms, duration_ms
+        self.completed_at = timezone.now()
+
+    def save_finished(self) -> None:
+        """The one write at the end of a reply."""
+        self.save(update_fields=REPLY_FIELDS)
 
     def content_html(self) -> SafeString:
         """The reply's text as sanitised HTML: stored when it ended, else rendered now."""
@@ -325,3 +476,81 @@ class AuditLog(models.Model):
             conversation_ids=[str(pk) for pk in conversation_ids],
             details=details,
         )
+
+
+@dataclass
+class TreeNode:
+    """A message's place in the whole tree, for admin review and export."""
+
+    message: Message
+    depth: int
+    current: bool  # on the branch the user sees now
+    superseded: bool  # a later sibling (a Retry) replaced it
+    attempt: int  # 1-based position among its siblings
+    attempts: int
+
+
+class Transcript:
+    """A conversation's messages as a tree (``parent``), and the branch shown.
+
+    The shown branch follows the newest child at every step, so a retried
+    reply replaces the failed one on screen while both stay stored.  Iterating,
+    indexing and ``len`` are over that branch, root first.
+    """
+
+    def __init__(self, messages) -> None:
+        self.messages: list[Message] = sorted(messages, key=lambda m: (m.created_at, str(m.id)))
+        self.children: dict[uuid.UUID | None, list[Message]] = defaultdict(list)
+        for message in self.messages:
+            self.children[message.parent_id].append(message)
+        self.branch: list[Message] = []
+        step = self.children.get(None)
+        while step:
+            self.branch.append(step[-1])  # later siblings win
+            step = self.children.get(step[-1].id)
+        if self.branch:
+            self.branch[-1].is_tail = True
+
+    def __iter__(self):
+        return iter(self.branch)
+
+    def __len__(self) -> int:
+        return len(self.branch)
+
+    def __getitem__(self, index):
+        return self.branch[index]
+
+    def index_of(self, message_id: uuid.UUID) -> int | None:
+        """The position of ``message_id`` in the shown branch (None if it is not on it)."""
+        for index, message in enumerate(self.branch):
+            if message.id == message_id:
+                return index
+        return None
+
+    @property
+    def last_reply(self) -> Message | None:
+        """The branch's last message if it is a reply."""
+        return self.branch[-1] if self.branch and self.branch[-1].is_assistant else None
+
+    def window(self, size: int, end: int | None = None) -> tuple[list[Message], uuid.UUID | None]:
+        """The ``size`` messages of the branch before index ``end`` (default:
+        the newest), and the id to ask for the ones before them (None when none)."""
+        end = len(self.branch) if end is None else end
+        start = max(0, end - size)
+        return self.branch[start:end], self.branch[start].id if start > 0 else None
+
+    def tree(self) -> list[TreeNode]:
+        """Every message once, depth first in creation order; a chain keeps its
+        depth, only a fork indents."""
+        current = {m.id for m in self.branch}
+        roots = self.children.get(None, [])
+        nodes: list[TreeNode] = []
+        # Iterative, so a 1,000-message chain does not hit the recursion limit.
+        stack = [(m, 0, i + 1, len(roots)) for i, m in reversed(list(enumerate(roots)))]
+        while stack:
+            m, depth, attempt, attempts = stack.pop()
+            nodes.append(TreeNode(m, depth, m.id in current, attempt < attempts, attempt, attempts))
+            kids = self.children.get(m.id, [])
+            child_depth = depth + 1 if len(kids) > 1 else depth
+            stack.extend((k, child_depth, i + 1, len(kids)) for i, k in reversed(list(enumerate(kids))))
+        return nodes
