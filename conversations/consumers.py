@@ -3,7 +3,7 @@
 Frames in are JSON objects from htmx-ext-ws (``ws-send`` forms): an
 ``action`` (send, stop, retry, continue) and its fields.  Frames out are HTML
 fragments, each with an explicit ``hx-swap-oob``.  Everything that writes or
-streams lives in ``conversations.generation``.
+streams goes through ``conversations.actions``.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from django.conf import settings
 from django.template.loader import render_to_string
 from django.utils.translation import gettext as _
 
-from conversations import durability, generation
-from conversations.models import Conversation, Feedback
+from conversations import actions, durability, frames
+from conversations.forms import MessageForm
+from conversations.models import Conversation
 
 logger = logging.getLogger(__name__)
 
@@ -38,29 +39,10 @@ def _owned(user, conversation_id: UUID) -> bool:
     return Conversation.objects.for_user(user).filter(pk=conversation_id).exists()
 
 
-@database_sync_to_async
-def _last_reply(conversation_id: UUID, user) -> tuple[str, bool, str, list]:
-    """``(id, streaming, html, settled)`` of the newest reply as the database
-    has it (with ``user``'s rating of it), after marking replies of dead
-    workers interrupted (``settled``)."""
-    settled = durability.settle(conversation_id)
-    conversation = Conversation.objects.get(pk=conversation_id)
-    branch = conversation.transcript()
-    if not branch or not branch[-1].is_assistant:
-        return "", False, "", settled
-    reply = Feedback.attach([branch[-1]], user)[0]
-    return (
-        str(reply.id),
-        reply.is_streaming,
-        render_to_string("conversations/_message.html", {"msg": reply, "oob": True}),
-        settled,
-    )
-
-
 class ConversationConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         self.conversation_id: UUID = self.scope["url_route"]["kwargs"]["conversation_id"]
-        self.group = generation.group_name(self.conversation_id)
+        self.group = frames.group_name(self.conversation_id)
         self.user = self.scope.get("user")
         self.joined_at_seq: dict[str, int] = {}
         # A reply running in another worker: its frames wait here until that
@@ -90,22 +72,12 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
     async def _send_current_state(self) -> None:
-        """Join an active reply with no gap and no repeat: its snapshot at frame
-        ``seq``, then only frames after ``seq`` (we are already in the group)."""
-        active = generation.get_active(self.conversation_id)
-        if active is not None:
-            seq, html = active.snapshot()
-            self.joined_at_seq[str(active.message.id)] = seq
-            await self.send(text_data=html)
-            return
-        reply_id, streaming, html, settled = await _last_reply(self.conversation_id, self.user)
-        for message in settled:  # a dead worker's reply: tell the other tabs too
-            await durability.announce(message)
-        if html:
-            await self.send(text_data=html)  # repairs a stale page
-        if streaming and settings.REDIS_URL:
-            self.awaiting_snapshot = reply_id
-            await generation.request_snapshot(self.conversation_id, self.channel_name)
+        joined = await actions.join(self.conversation_id, self.user, self.channel_name)
+        if joined.message:
+            self.joined_at_seq[joined.message] = joined.seq
+        self.awaiting_snapshot = joined.awaiting
+        if joined.html:
+            await self.send(text_data=joined.html)
 
     # --- frames from the browser -------------------------------------------
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
@@ -137,33 +109,21 @@ class ConversationConsumer(AsyncWebsocketConsumer):
 
     async def _on_send(self, data: dict) -> None:
         text = data.get("text")
-        if not isinstance(text, str) or not text.strip():
-            await self._error(_("Type a message first."))
+        form = MessageForm({"text": text if isinstance(text, str) else ""})
+        if not form.is_valid():
+            await self._error(form.errors["text"][0])
             return
-        if len(text) > settings.CHAT_MAX_MESSAGE_CHARS:
-            await self._error(
-                _("That message is too long (%(length)s characters; the limit is %(limit)s).")
-                % {"length": len(text), "limit": settings.CHAT_MAX_MESSAGE_CHARS}
-            )
-            return
-        try:
-            await generation.start_reply(self.conversation_id, self.user, text)
-        except generation.ReplyRefused as refusal:
-            await self._error(refusal.message)
-            return
-        except Conversation.DoesNotExist:
-            await self.close(code=CLOSE_NOT_FOUND)
-            return
-        await self.send(text_data=render_to_string("conversations/_composer_ack.html"))
+        if await self._start(actions.start_reply, form.cleaned_data["text"]):
+            await self.send(text_data=render_to_string("conversations/_composer_ack.html"))
 
     async def _on_stop(self, data: dict) -> None:
-        await generation.stop_anywhere(self.conversation_id)
+        await actions.stop(self.conversation_id)
 
     async def _on_retry(self, data: dict) -> None:
-        await self._on_message_action(data, generation.retry_reply)
+        await self._on_message_action(data, actions.retry_reply)
 
     async def _on_continue(self, data: dict) -> None:
-        await self._on_message_action(data, generation.continue_reply)
+        await self._on_message_action(data, actions.continue_reply)
 
     async def _on_message_action(self, data: dict, start) -> None:
         try:
@@ -171,12 +131,19 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         except ValueError:
             await self._error(_("That reply was not found."))
             return
+        await self._start(start, message_id)
+
+    async def _start(self, action, argument) -> bool:
+        """Run a reply action; a refusal shows under the composer.  True if it started."""
         try:
-            await start(self.conversation_id, self.user, message_id)
-        except generation.ReplyRefused as refusal:
+            await action(self.conversation_id, self.user, argument)
+        except actions.ReplyRefused as refusal:
             await self._error(refusal.message)
         except Conversation.DoesNotExist:
             await self.close(code=CLOSE_NOT_FOUND)
+        else:
+            return True
+        return False
 
     async def _error(self, message: str) -> None:
         """A clear message under the composer; the socket stays usable."""

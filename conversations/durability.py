@@ -1,6 +1,6 @@
 """Crash durability: checkpoints, heartbeats and the sweep of dead workers' replies.
 
-A reply is written once when it ends (``generation._save_reply``).  So that a
+A reply is written once when it ends (``Message.save_finished``).  So that a
 worker that dies (``kill -9``, a lost machine) loses at most a few seconds of
 text, and so that nobody waits forever on a reply nobody writes, each worker
 process runs one small loop (``_tick``) while it has replies or sockets:
@@ -31,12 +31,9 @@ from uuid import UUID
 
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Case, Q, TextField, Value, When
-from django.template.loader import render_to_string
 from django.utils import timezone
 
-from conversations import generation
+from conversations import frames, generation
 from conversations.models import Message
 
 logger = logging.getLogger(__name__)
@@ -44,7 +41,6 @@ logger = logging.getLogger(__name__)
 _worker: asyncio.Task | None = None
 _sockets = 0  # conversation sockets open in this process
 _last_sweep = -math.inf  # loop time of the last sweep
-CHUNK = 100  # replies per checkpoint statement
 
 
 def socket_opened() -> None:
@@ -76,11 +72,11 @@ def ensure_running() -> None:
 async def interrupt_all(within: float = 10.0) -> None:
     """End every reply this process is writing as ``interrupted``, saved with
     all its text, and wait (bounded) until they are written."""
-    running = list(generation._active.values())
-    for gen in running:
-        gen.interrupt()
+    running = generation.running()
+    for reply in running:
+        reply.interrupt()
     if running:
-        await asyncio.wait([asyncio.ensure_future(gen.done.wait()) for gen in running], timeout=within)
+        await asyncio.wait([asyncio.ensure_future(reply.done.wait()) for reply in running], timeout=within)
 
 
 async def _run() -> None:
@@ -92,7 +88,7 @@ async def _run() -> None:
             await _tick(loop.time())
         except Exception:
             logger.exception("checkpoint or sweep failed; trying again at the next tick")
-        if not generation._active and not _sockets:
+        if not generation.running() and not _sockets:
             return
         # Fixed rate, not fixed delay: a checkpoint is never more than one
         # interval old, however long the writes took.
@@ -104,7 +100,7 @@ async def _tick(now: float) -> None:
     global _last_sweep
     checkpoints, beats = _due(now)
     if checkpoints or beats:
-        await _write(checkpoints, beats)
+        await database_sync_to_async(Message.objects.checkpoint)(checkpoints, beats)
     if now - _last_sweep >= settings.CHAT_HEARTBEAT_SECONDS:
         _last_sweep = now
         await sweep()
@@ -116,61 +112,31 @@ def _due(now: float) -> tuple[dict[UUID, tuple[str, str]], list[UUID]]:
     event loop, so it is consistent with what the generations hold."""
     checkpoints: dict[UUID, tuple[str, str]] = {}
     beats: list[UUID] = []
-    for gen in list(generation._active.values()):
-        if gen._finishing:
-            continue  # its final write is under way
-        parts = (len(gen.text), len(gen.reasoning))
-        if parts != gen.checkpointed:
-            checkpoints[gen.message.id] = (gen.prefix + "".join(gen.text), "".join(gen.reasoning))
-            gen.checkpointed, gen.beat_at = parts, now
-        elif now - gen.beat_at >= settings.CHAT_HEARTBEAT_SECONDS:
-            beats.append(gen.message.id)
-            gen.beat_at = now
+    for running in generation.running():
+        text = running.checkpoint(now)
+        if text is not None:
+            checkpoints[running.message.id] = text
+        elif running.heartbeat_due(now, settings.CHAT_HEARTBEAT_SECONDS):
+            beats.append(running.message.id)
     return checkpoints, beats
-
-
-@database_sync_to_async
-def _write(checkpoints: dict[UUID, tuple[str, str]], beats: list[UUID]) -> None:
-    now = timezone.now()
-    # Only rows still streaming: a reply that ended meanwhile keeps its final text.
-    streaming = Message.objects.filter(status=Message.Status.STREAMING)
-    with transaction.atomic():
-        ids = list(checkpoints)
-        for start in range(0, len(ids), CHUNK):
-            chunk = ids[start : start + CHUNK]
-            streaming.filter(pk__in=chunk).update(
-                content=Case(*(When(pk=i, then=Value(checkpoints[i][0])) for i in chunk), output_field=TextField()),
-                reasoning=Case(*(When(pk=i, then=Value(checkpoints[i][1])) for i in chunk), output_field=TextField()),
-                heartbeat_at=now,
-            )
-        if beats:
-            streaming.filter(pk__in=beats).update(heartbeat_at=now)
 
 
 def _dead(queryset):
     """The streaming replies in ``queryset`` whose worker is gone."""
-    replies = queryset.filter(status=Message.Status.STREAMING).exclude(conversation_id__in=list(generation._active))
+    replies = queryset.streaming().exclude(conversation_id__in=[g.conversation_id for g in generation.running()])
     if not settings.REDIS_URL:
         return replies  # one process: a reply it does not run is dead
-    cutoff = timezone.now() - timedelta(seconds=settings.CHAT_HEARTBEAT_TIMEOUT_SECONDS)
-    return replies.filter(Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, created_at__lt=cutoff))
-
-
-def _interrupt(queryset) -> list[Message]:
-    """Mark the dead replies in ``queryset`` interrupted; returns them."""
-    ids = list(_dead(queryset).values_list("pk", flat=True)[:500])
-    if not ids:
-        return []
-    Message.objects.filter(pk__in=ids, status=Message.Status.STREAMING).update(
-        status=Message.Status.INTERRUPTED, completed_at=timezone.now()
-    )
-    return list(Message.objects.filter(pk__in=ids, status=Message.Status.INTERRUPTED))
+    return replies.silent_since(timezone.now() - timedelta(seconds=settings.CHAT_HEARTBEAT_TIMEOUT_SECONDS))
 
 
 def settle(conversation_id: UUID) -> list[Message]:
     """Synchronous: mark the conversation's dead replies interrupted and return
     them.  Used before a new reply is started and when a socket joins."""
-    return _interrupt(Message.objects.filter(conversation_id=conversation_id))
+    return _dead(Message.objects.filter(conversation_id=conversation_id)).interrupt()
+
+
+def _settle_all() -> list[Message]:
+    return _dead(Message.objects.all()).interrupt()
 
 
 async def sweep() -> int:
@@ -180,14 +146,8 @@ async def sweep() -> int:
     other process."""
     if not settings.REDIS_URL:
         return 0
-    swept = await database_sync_to_async(_interrupt)(Message.objects.all())
+    swept = await database_sync_to_async(_settle_all)()
     for message in swept:
         logger.warning("reply %s was left streaming by a worker that stopped; marked interrupted", message.id)
-        await announce(message)
+        await frames.announce(message)
     return len(swept)
-
-
-async def announce(message: Message) -> None:
-    """Replace the bubble of a reply that ended elsewhere in every open tab."""
-    html = await database_sync_to_async(render_to_string)("conversations/_message.html", {"msg": message, "oob": True})
-    await generation.broadcast(message.conversation_id, html, final=str(message.id))

@@ -47,9 +47,14 @@ class ConversationSettingsForm(forms.ModelForm):
 
 
 class MessageForm(forms.Form):
-    """The composer, for the no-JavaScript path (the websocket validates alike)."""
+    """The composer: the no-JavaScript view and the websocket both validate with it."""
 
-    text = forms.CharField(label=_("Message"), strip=False, widget=forms.Textarea)
+    text = forms.CharField(
+        label=_("Message"),
+        strip=False,
+        widget=forms.Textarea,
+        error_messages={"required": _("Type a message first.")},
+    )
 
     def clean_text(self) -> str:
         text = self.cleaned_data["text"]

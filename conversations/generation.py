@@ -1,21 +1,15 @@
-"""Server-owned generations: one asyncio task per reply being written.
+"""The reply task: one asyncio task per reply this process is writing.
 
-This module keeps, in one place, every write that must also reach the open
-tabs of a conversation (as Zulip keeps its ``actions``):
+A ``Generation`` reads typed events from its provider, coalesces deltas into
+numbered frames (at most one per ``CHAT_FRAME_INTERVAL_MS``, a lone token at
+once) and hands them to ``frames``; when the reply ends (complete, stopped,
+error, interrupted) it is written once and a last frame replaces the bubble.
+It is not tied to a socket: closing a tab does not stop it.
 
-* ``start_reply`` / ``retry_reply`` / ``continue_reply`` save what the user
-  asked for *before* the model is called, broadcast the new bubbles, and start
-  a ``Generation`` task;
-* the task reads typed events from the provider, coalesces deltas into frames
-  (at most one per ``CHAT_FRAME_INTERVAL_MS``, a lone token at once) and
-  broadcasts them to the group ``conversation_<id>``;
-* when the reply ends (complete, stopped, error) it is written once, and a last
-  frame replaces the whole bubble with the rendered reply and its footer.
-
-A generation is not tied to a socket: closing a tab does not stop it.  The
-registry ``_active`` maps a conversation to its running generation in this
-process; a socket that (re)connects asks it for a snapshot so that it can join
-with no gap and no duplicated text.
+The per-process registry maps a conversation to its running generation, so a
+joining socket can take a snapshot (no gap, no repeat) and a second reply is
+refused.  ``conversations.durability`` asks the running generations for their
+checkpoints through ``running()`` and ``Generation.checkpoint()``.
 """
 
 from __future__ import annotations
@@ -23,290 +17,43 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import copy
 import logging
-from dataclasses import dataclass
 from uuid import UUID
 
 from channels.db import aclose_old_connections, database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import transaction
-from django.template.loader import render_to_string
-from django.utils import timezone
-from django.utils.html import format_html
 from django.utils.translation import gettext as _
 
-from conversations import durability, providers
+from conversations import frames, providers
 from conversations.markdown import render_markdown
-from conversations.models import Conversation, Message
-from conversations.providers.base import (
-    ChatMessage,
-    ChatRequest,
-    Finish,
-    ModelSpec,
-    ProviderError,
-    ReasoningDelta,
-    TextDelta,
-    Usage,
-)
+from conversations.models import Message
+from conversations.providers.base import ChatRequest, Finish, ProviderError, ReasoningDelta, TextDelta, Usage
 
 logger = logging.getLogger(__name__)
 
 _active: dict[UUID, Generation] = {}
 
 
-def group_name(conversation_id: UUID | str) -> str:
-    return f"conversation_{conversation_id}"
-
-
-def control_group(conversation_id: UUID | str) -> str:
-    """Where any worker asks the process that runs a conversation's reply to
-    stop it or to send a snapshot (kept apart from the frames' group so the
-    generation does not receive its own broadcasts)."""
-    return f"conversation_{conversation_id}_control"
-
-
-class ReplyRefused(Exception):
-    """A request the user must change before it can go ahead; ``message`` says how."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
 def get_active(conversation_id: UUID) -> Generation | None:
     return _active.get(conversation_id)
+
+
+def running() -> list[Generation]:
+    """The generations this process is writing now."""
+    return list(_active.values())
+
+
+def register(generation: Generation) -> None:
+    """Make ``generation`` the conversation's running reply in this process
+    (before anything awaits, so a joiner finds it and a second send is refused)."""
+    _active[generation.conversation_id] = generation
 
 
 def stop(conversation_id: UUID) -> bool:
     """Cancel the conversation's generation in this process; True if one was running."""
     generation = _active.get(conversation_id)
     return generation.stop() if generation else False
-
-
-async def stop_anywhere(conversation_id: UUID) -> None:
-    """Stop the conversation's reply in whichever worker process runs it."""
-    if not stop(conversation_id):
-        await get_channel_layer().group_send(control_group(conversation_id), {"type": "conversation.stop"})
-
-
-async def request_snapshot(conversation_id: UUID, reply_to: str) -> None:
-    """Ask the worker running the conversation's reply to send its snapshot
-    (a ``conversation.snapshot`` event) to the channel ``reply_to``."""
-    await get_channel_layer().group_send(
-        control_group(conversation_id), {"type": "conversation.snapshot_request", "reply_to": reply_to}
-    )
-
-
-async def broadcast(conversation_id: UUID, html: str, **extra) -> None:
-    """Send an HTML fragment to every socket of the conversation."""
-    await get_channel_layer().group_send(
-        group_name(conversation_id), {"type": "conversation.html", "html": html, **extra}
-    )
-
-
-@dataclass
-class _Turn:
-    """What the database gave back when a reply was set up."""
-
-    conversation: Conversation
-    assistant: Message
-    history: list[Message]  # what the model is shown, oldest first
-    new_html: str  # bubbles to append to the transcript (empty for Continue)
-    settled: list[Message]  # replies a dead worker left streaming, now interrupted
-
-
-def _check_idle(conversation: Conversation) -> list[Message]:
-    """Refuse a second reply while one is being written, in any worker.
-
-    Runs inside the transaction that holds the conversation row lock, so two
-    sends cannot both pass.  A ``streaming`` row whose worker died is marked
-    interrupted first (``durability.settle``) and returned; a live one refuses.
-    """
-    busy = _("A reply is still being written. Wait for it to finish, or stop it.")
-    if conversation.id in _active:
-        raise ReplyRefused(busy)
-    settled = durability.settle(conversation.id)
-    if conversation.messages.filter(status=Message.Status.STREAMING).exists():
-        raise ReplyRefused(busy)
-    return settled
-
-
-def _lock_idle(conversation_id: UUID, user) -> tuple[Conversation, ModelSpec, list[Message]]:
-    """Inside a transaction: the conversation, row-locked, with no reply being
-    written, the model it uses, and the dead replies just settled.  Raises
-    ReplyRefused or DoesNotExist."""
-    conversation = Conversation.objects.for_user(user).select_for_update().get(pk=conversation_id)
-    settled = _check_idle(conversation)
-    return conversation, _model_for(conversation), settled
-
-
-def _model_for(conversation: Conversation) -> ModelSpec:
-    spec = providers.get_model(conversation.model_key)
-    if spec is None:
-        raise ReplyRefused(_("Choose a model for this conversation first."))
-    return spec
-
-
-def _new_assistant(conversation: Conversation, parent: Message, spec: ModelSpec) -> Message:
-    return Message.objects.create(
-        conversation=conversation,
-        parent=parent,
-        role=Message.Role.ASSISTANT,
-        status=Message.Status.STREAMING,
-        heartbeat_at=timezone.now(),
-        provider=spec.provider,
-        model=spec.name,
-        parameters={
-            "temperature": conversation.temperature,
-            "max_tokens": conversation.max_tokens or spec.max_tokens,
-            "system_prompt": bool(conversation.system_prompt),
-        },
-    )
-
-
-def _bubbles(conversation: Conversation, *messages: Message) -> str:
-    return render_to_string("conversations/_append.html", {"conversation": conversation, "new_messages": messages})
-
-
-@database_sync_to_async
-def _create_turn(conversation_id: UUID, user, text: str) -> _Turn:
-    with transaction.atomic():
-        conversation, spec, settled = _lock_idle(conversation_id, user)
-        history = conversation.transcript()
-        user_message = Message.objects.create(
-            conversation=conversation,
-            parent=history[-1] if history else None,
-            role=Message.Role.USER,
-            content=text,
-        )
-        assistant = _new_assistant(conversation, user_message, spec)
-        conversation.updated_at = timezone.now()
-        fields = ["updated_at"]
-        if not conversation.title:
-            conversation.title = _title_from(text)
-            fields.append("title")
-        conversation.save(update_fields=fields)
-    new_html = _bubbles(conversation, user_message, assistant)
-    return _Turn(conversation, assistant, [*history, user_message], new_html, settled)
-
-
-@database_sync_to_async
-def _create_retry(conversation_id: UUID, user, message_id: UUID) -> _Turn:
-    with transaction.atomic():
-        conversation, spec, settled = _lock_idle(conversation_id, user)
-        branch = conversation.transcript()
-        index = _index_of(branch, message_id)
-        if index is None or not branch[index].is_assistant:
-            raise ReplyRefused(_("That reply can no longer be retried."))
-        history = branch[:index]
-        # A sibling of the failed reply: the branch now follows the new one,
-        # and the old one stays stored for review.
-        assistant = _new_assistant(conversation, branch[index].parent, spec)
-        conversation.touch()
-    return _Turn(conversation, assistant, history, "", settled)
-
-
-@database_sync_to_async
-def _create_continue(conversation_id: UUID, user, message_id: UUID) -> _Turn:
-    with transaction.atomic():
-        conversation, spec, settled = _lock_idle(conversation_id, user)
-        branch = conversation.transcript()
-        index = _index_of(branch, message_id)
-        if index is None or index != len(branch) - 1 or not branch[index].is_assistant:
-            raise ReplyRefused(_("Only the last reply can be continued."))
-        message = branch[index]
-        # Continue extends the same row: the text grows, usage adds up, and
-        # parameters["continuations"] counts how often it was extended.
-        message.status = Message.Status.STREAMING
-        message.heartbeat_at = timezone.now()
-        message.provider, message.model = spec.provider, spec.name
-        message.parameters = {**message.parameters, "continuations": message.parameters.get("continuations", 0) + 1}
-        message.error = message.error_kind = ""
-        message.html = ""  # the text will grow: the stored rendering no longer matches it
-        fields = ["status", "heartbeat_at", "provider", "model", "parameters", "error", "error_kind", "html"]
-        message.save(update_fields=fields)
-        conversation.touch()
-    return _Turn(conversation, message, branch, "", settled)
-
-
-def _index_of(branch: list[Message], message_id: UUID) -> int | None:
-    for index, message in enumerate(branch):
-        if message.id == message_id:
-            return index
-    return None
-
-
-def _title_from(text: str) -> str:
-    line = " ".join(text.split())
-    return line if len(line) <= 60 else line[:59].rstrip() + "…"
-
-
-def _request_for(turn: _Turn, spec: ModelSpec, *, continuation: bool = False) -> ChatRequest:
-    # Every earlier reply, whichever model wrote it, goes to the next model as
-    # plain text; reasoning is never replayed.
-    messages = [
-        ChatMessage(role=m.role, content=m.content)
-        for m in turn.history
-        if m.role in (Message.Role.USER, Message.Role.ASSISTANT) and m.content
-    ]
-    conversation = turn.conversation
-    return ChatRequest(
-        model=spec,
-        messages=messages,
-        system=conversation.system_prompt,
-        temperature=conversation.temperature,
-        max_tokens=conversation.max_tokens,
-        extra={"continuation": True} if continuation else {},
-    )
-
-
-async def start_reply(conversation_id: UUID, user, text: str) -> Generation:
-    """Save ``text`` as the user's message and start the reply to it.
-
-    Raises ReplyRefused (nothing saved) when a reply is already being written
-    or the conversation has no model; Conversation.DoesNotExist for a
-    conversation ``user`` does not own.
-    """
-    await aclose_old_connections()
-    turn = await _create_turn(conversation_id, user, text)
-    return await _launch(turn)
-
-
-async def retry_reply(conversation_id: UUID, user, message_id: UUID) -> Generation:
-    """Write a new attempt at the reply ``message_id`` (a sibling of it)."""
-    await aclose_old_connections()
-    turn = await _create_retry(conversation_id, user, message_id)
-    return await _launch(turn, replaces=message_id)
-
-
-async def continue_reply(conversation_id: UUID, user, message_id: UUID) -> Generation:
-    """Ask the model to go on with the reply ``message_id``, appending to it."""
-    await aclose_old_connections()
-    turn = await _create_continue(conversation_id, user, message_id)
-    return await _launch(turn, continuation=True)
-
-
-async def _launch(turn: _Turn, *, replaces: UUID | None = None, continuation: bool = False) -> Generation:
-    spec = providers.get_model(turn.assistant.model_key)
-    generation = Generation(turn.assistant, _request_for(turn, spec, continuation=continuation))
-    # Registered before the first await below, so that a socket joining now
-    # finds it and a second send is refused.
-    _active[turn.conversation.id] = generation
-    durability.ensure_running()
-    try:
-        for message in turn.settled:
-            await durability.announce(message)
-        if replaces is not None:
-            await broadcast(turn.conversation.id, generation.snapshot_html(replaces=replaces))
-        elif continuation:
-            await broadcast(turn.conversation.id, generation.snapshot_html())
-        else:
-            await broadcast(turn.conversation.id, turn.new_html)
-    finally:
-        generation.start()
-    return generation
 
 
 class Generation:
@@ -322,6 +69,7 @@ class Generation:
         self.conversation_id = message.conversation_id
         self.request = request
         self.provider = providers.get_provider(request.model.provider)
+        message.is_tail = True  # a new reply is always its branch's last message
         self.prefix = message.content  # non-empty only for Continue
         self.text: list[str] = []
         self.reasoning: list[str] = [message.reasoning] if message.reasoning else []
@@ -340,9 +88,9 @@ class Generation:
         self._last_render = 0.0
         self._started = 0.0
         # What the last checkpoint held (parts of text, reasoning) and when the
-        # database last heard of this reply (loop time): see conversations.durability.
-        self.checkpointed = (0, len(self.reasoning))
-        self.beat_at = 0.0
+        # database last heard of this reply (loop time): see checkpoint().
+        self._checkpointed = (0, len(self.reasoning))
+        self._beat_at = 0.0
         self._stop_requested = False
         self._finishing = False
         self.task: asyncio.Task | None = None
@@ -354,7 +102,7 @@ class Generation:
     # --- control ---------------------------------------------------------
     def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._started = self._last_render = self.beat_at = loop.time()
+        self._started = self._last_render = self._beat_at = loop.time()
         # A fresh context: the task must not inherit the request's or the
         # socket's asgiref state (Django's per-request ThreadSensitiveContext
         # executor is shut down when the request ends, and the reply outlives it).
@@ -384,17 +132,35 @@ class Generation:
         return self.seq, self.final_html or self.snapshot_html()
 
     def snapshot_html(self, *, replaces: UUID | None = None) -> str:
-        shown = copy.copy(self.message)
-        shown.content = self.prefix + "".join(self.text[: self.sent_text])
-        shown.reasoning = "".join(self.reasoning[: self.sent_reasoning])
-        shown.status = Message.Status.STREAMING
-        return render_to_string("conversations/_message.html", {"msg": shown, "oob": True, "replaces": replaces})
+        """The streaming bubble holding what the frames sent so far carried."""
+        content = self.prefix + "".join(self.text[: self.sent_text])
+        reasoning = "".join(self.reasoning[: self.sent_reasoning])
+        return frames.streaming_bubble(self.message, content, reasoning, replaces=replaces)
+
+    # --- state for durability ---------------------------------------------
+    def checkpoint(self, now: float) -> tuple[str, str] | None:
+        """``(content, reasoning)`` so far if they grew since the last
+        checkpoint (which this one then becomes); None when they did not, or
+        when the final write is under way.  ``now`` is loop time."""
+        parts = (len(self.text), len(self.reasoning))
+        if self._finishing or parts == self._checkpointed:
+            return None
+        self._checkpointed, self._beat_at = parts, now
+        return self.prefix + "".join(self.text), "".join(self.reasoning)
+
+    def heartbeat_due(self, now: float, every: float) -> bool:
+        """True (and counted as sent) when the database has not heard of this
+        reply for ``every`` seconds."""
+        if self._finishing or now - self._beat_at < every:
+            return False
+        self._beat_at = now
+        return True
 
     async def _control(self) -> None:
         """Answer other workers: Stop, and snapshots for sockets joining there."""
         layer = get_channel_layer()
         channel = self._control_channel = await layer.new_channel()
-        group = control_group(self.conversation_id)
+        group = frames.control_group(self.conversation_id)
         await layer.group_add(group, channel)
         self._control_ready.set()
         try:
@@ -406,10 +172,7 @@ class Generation:
                     self.stop()
                 elif request["type"] == "conversation.snapshot_request":
                     seq, html = self.snapshot()
-                    await layer.send(
-                        request["reply_to"],
-                        {"type": "conversation.snapshot", "message": str(self.message.id), "seq": seq, "html": html},
-                    )
+                    await frames.send_snapshot(request["reply_to"], self.message.id, seq, html)
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.shield(layer.group_discard(group, channel))
@@ -497,29 +260,10 @@ class Generation:
             # streaming; deltas in between append raw (escaped) text.
             self._last_render, self.rendered_text = now, self.sent_text
             rendered = render_markdown(self.prefix + "".join(self.text[: self.sent_text]))
-        if rendered:
-            html = render_to_string(
-                "conversations/_frame.html",
-                {"id": self.message.id, "text": text, "reasoning": reasoning, "rendered": rendered, "render": True},
-            )
-        else:
-            html = self._delta_html(self.message.id, text, reasoning)
         self.seq += 1
         self.frames_sent += 1
-        await get_channel_layer().group_send(
-            group_name(self.conversation_id),
-            {"type": "conversation.delta", "message": str(self.message.id), "seq": self.seq, "html": html},
-        )
-
-    @staticmethod
-    def _delta_html(message_id: UUID, text: str, reasoning: str) -> str:
-        """A frame that only appends text: what ``_frame.html`` renders when
-        there is no markdown render, built directly (most frames are these; a
-        template render per frame was a visible share of the server's CPU)."""
-        html = format_html('<span hx-swap-oob="beforeend:#msg-{}-tail">{}</span>', message_id, text) if text else ""
-        if reasoning:
-            html += format_html('<span hx-swap-oob="beforeend:#msg-{}-reasoning">{}</span>', message_id, reasoning)
-        return html
+        html = frames.stream_frame(self.message.id, text, reasoning, rendered)
+        await frames.broadcast_delta(self.conversation_id, self.message.id, self.seq, html)
 
     async def _end(self, pump: asyncio.Task, status: str, error: str, error_kind: str) -> None:
         self._finishing = True
@@ -533,35 +277,31 @@ class Generation:
             with contextlib.suppress(Exception):
                 await self._send_frame()
         message = self.message
-        message.content = self.prefix + "".join(self.text)
-        message.reasoning = "".join(self.reasoning)
-        message.status = status
-        message.error, message.error_kind = error, error_kind
-        if self.finish is not None:
-            message.finish_reason, message.finish_reason_raw = str(self.finish.reason), self.finish.raw or ""
-        elif status != Message.Status.COMPLETE:
-            message.finish_reason = message.finish_reason_raw = ""
-        if self.usage is not None:
-            message.input_tokens = self.usage.input_tokens
-            if self.prefix and message.output_tokens and self.usage.output_tokens is not None:
-                message.output_tokens += self.usage.output_tokens
-            else:
-                message.output_tokens = self.usage.output_tokens
-        message.store_html()
-        message.first_token_ms = self.first_token_ms
-        message.duration_ms = self._elapsed_ms()
-        message.completed_at = timezone.now()
+        message.finish(
+            status,
+            content=self.prefix + "".join(self.text),
+            reasoning="".join(self.reasoning),
+            error=error,
+            error_kind=error_kind,
+            finish_reason=str(self.finish.reason) if self.finish else None,
+            finish_reason_raw=(self.finish.raw or "") if self.finish else "",
+            usage=(self.usage.input_tokens, self.usage.output_tokens) if self.usage else None,
+            first_token_ms=self.first_token_ms,
+            duration_ms=self._elapsed_ms(),
+        )
         try:
             await aclose_old_connections()
-            await _save_reply(message)
+            await database_sync_to_async(message.save_finished)()
         except Exception:
             logger.exception("could not save reply %s", message.id)
         if not message.parameters.get("continuations"):
             # A new row: nobody has rated it yet, so its footer need not ask.
             message.user_feedback, message.feedback_known = None, True
-        self.final_html = render_to_string("conversations/_message.html", {"msg": message, "oob": True})
+        # Set before the broadcast's first await: a socket joining meanwhile
+        # takes the final bubble as its snapshot.
+        self.final_html = frames.bubble(message)
         try:
-            await broadcast(self.conversation_id, self.final_html, final=str(message.id))
+            await frames.broadcast(self.conversation_id, self.final_html, final=str(message.id))
         finally:
             if _active.get(self.conversation_id) is self:
                 del _active[self.conversation_id]
@@ -581,27 +321,3 @@ class Generation:
             await asyncio.wait_for(asyncio.shield(task), 5)
         except Exception:
             task.cancel()  # last resort: the layer did not deliver
-
-
-_REPLY_FIELDS = [
-    "content",
-    "reasoning",
-    "status",
-    "error",
-    "error_kind",
-    "finish_reason",
-    "finish_reason_raw",
-    "input_tokens",
-    "output_tokens",
-    "first_token_ms",
-    "duration_ms",
-    "completed_at",
-    "html",
-    "html_version",
-]
-
-
-@database_sync_to_async
-def _save_reply(message: Message) -> None:
-    """The one write at the end of a reply."""
-    message.save(update_fields=_REPLY_FIELDS)

@@ -112,9 +112,10 @@ class Conversation(models.Model):
         self.title = line if len(line) <= TITLE_CHARS else line[: TITLE_CHARS - 1].rstrip() + "…"
         return True
 
-    def touch(self) -> None:
+    def touch(self, *fields: str) -> None:
+        """Mark it active now, saving ``fields`` too."""
         self.updated_at = timezone.now()
-        Conversation.objects.filter(pk=self.pk).update(updated_at=self.updated_at)
+        self.save(update_fields=["updated_at", *fields])
 
 
 TITLE_CHARS = 60

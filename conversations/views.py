@@ -14,7 +14,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from conversations import generation, providers
+from conversations import actions, providers
 from conversations.forms import ConversationSettingsForm, FeedbackForm, MessageForm, ModelForm, RenameForm, SignupForm
 from conversations.models import Conversation, Feedback, Message
 
@@ -75,17 +75,11 @@ def new_conversation(request: HttpRequest) -> HttpResponse:
     return redirect(conversation)
 
 
-def _window(transcript: list[Message], end: int | None = None) -> tuple[list[Message], UUID | None]:
-    """The CHAT_PAGE_MESSAGES messages before index ``end`` (default: the newest),
-    and the id to ask for the ones before them (None when there are none)."""
-    end = len(transcript) if end is None else end
-    start = max(0, end - settings.CHAT_PAGE_MESSAGES)
-    return transcript[start:end], transcript[start].id if start > 0 else None
-
-
 def _render_detail(request: HttpRequest, conv: Conversation, status: int = 200, **extra) -> HttpResponse:
     transcript = conv.transcript()
-    shown, earlier_before = (transcript, None) if request.GET.get("all") else _window(transcript)
+    shown, earlier_before = (
+        (list(transcript), None) if request.GET.get("all") else transcript.window(settings.CHAT_PAGE_MESSAGES)
+    )
     ctx = _page_context(
         request,
         conversation=conv,
@@ -113,12 +107,12 @@ def earlier(request: HttpRequest, conversation_id: UUID) -> HttpResponse:
         before = UUID(request.GET.get("before", ""))
     except ValueError:
         raise Http404 from None
-    end = next((i for i, m in enumerate(transcript) if m.id == before), None)
+    end = transcript.index_of(before)
     if end is None:
         raise Http404
     if not request.htmx:
         return redirect(f"{conv.get_absolute_url()}?all=1#msg-{before}")
-    shown, earlier_before = _window(transcript, end)
+    shown, earlier_before = transcript.window(settings.CHAT_PAGE_MESSAGES, end)
     ctx = {"conversation": conv, "transcript": Feedback.attach(shown, request.user), "earlier_before": earlier_before}
     return render(request, "conversations/detail.html#earlier", ctx)
 
@@ -129,7 +123,7 @@ async def _aget_conversation_for_user(request: HttpRequest, conversation_id: UUI
 
 
 # The composer and the reply buttons post here when JavaScript is off; with
-# JavaScript the same forms go over the websocket.  Both end in generation.*.
+# JavaScript the same forms go over the websocket.  Both end in actions.*.
 @require_POST
 async def send(request: HttpRequest, conversation_id: UUID) -> HttpResponse:
     conv, user = await _aget_conversation_for_user(request, conversation_id)
@@ -137,8 +131,8 @@ async def send(request: HttpRequest, conversation_id: UUID) -> HttpResponse:
     error = ""
     if form.is_valid():
         try:
-            await generation.start_reply(conv.id, user, form.cleaned_data["text"])
-        except generation.ReplyRefused as refusal:
+            await actions.start_reply(conv.id, user, form.cleaned_data["text"])
+        except actions.ReplyRefused as refusal:
             error = refusal.message
     else:
         error = form.errors["text"][0]
@@ -153,25 +147,25 @@ async def send(request: HttpRequest, conversation_id: UUID) -> HttpResponse:
 @require_POST
 async def stop(request: HttpRequest, conversation_id: UUID) -> HttpResponse:
     conv, _user = await _aget_conversation_for_user(request, conversation_id)
-    await generation.stop_anywhere(conv.id)
+    await actions.stop(conv.id)
     return redirect(conv)
 
 
 @require_POST
 async def retry(request: HttpRequest, conversation_id: UUID, message_id: UUID) -> HttpResponse:
-    return await _message_action(request, conversation_id, message_id, generation.retry_reply)
+    return await _message_action(request, conversation_id, message_id, actions.retry_reply)
 
 
 @require_POST
 async def continue_reply(request: HttpRequest, conversation_id: UUID, message_id: UUID) -> HttpResponse:
-    return await _message_action(request, conversation_id, message_id, generation.continue_reply)
+    return await _message_action(request, conversation_id, message_id, actions.continue_reply)
 
 
 async def _message_action(request: HttpRequest, conversation_id: UUID, message_id: UUID, start) -> HttpResponse:
     conv, user = await _aget_conversation_for_user(request, conversation_id)
     try:
         await start(conv.id, user, message_id)
-    except generation.ReplyRefused as refusal:
+    except actions.ReplyRefused as refusal:
         return await sync_to_async(_render_detail)(request, conv, status=409, composer_error=refusal.message)
     return redirect(conv)
 

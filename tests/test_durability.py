@@ -122,7 +122,7 @@ async def test_it_checkpoints_all_replies_of_a_worker_in_one_statement(conversat
     await database_sync_to_async(Message.objects.filter(pk=done.pk).update)(status="complete")
     sql_writes.statements.clear()
 
-    await durability._write(
+    await database_sync_to_async(Message.objects.checkpoint)(
         {first.pk: ("one 你好", ""), second.pk: ("two 🎉", "because"), done.pk: ("stale checkpoint", "")}, []
     )
 
@@ -240,4 +240,4 @@ async def test_it_continues_an_interrupted_reply_from_its_checkpoint(alice, conv
     assert reply.status == "complete"
     assert reply.content == "The first half, " + expected_text("fake-normal")
     assert reply.parameters.get("continuations") == 1
-    assert not generation._active
+    assert not generation.running()

@@ -5,7 +5,7 @@ import uuid
 import pytest
 from django.template.loader import render_to_string
 
-from conversations.generation import Generation
+from conversations import frames
 
 TEXTS = ["", "plain", " <b>&amp;</b> \"quoted\" 'single' ", "t1234567890123456789 ", "日本語 👋\n\n```x```"]
 
@@ -17,4 +17,4 @@ def test_a_delta_frame_is_what_the_template_renders(text, reasoning):
     context = {"id": message_id, "text": text, "reasoning": reasoning, "rendered": "", "render": False}
     # The template file ends with a newline, which no swap uses.
     expected = render_to_string("conversations/_frame.html", context).removesuffix("\n")
-    assert Generation._delta_html(message_id, text, reasoning) == expected
+    assert frames.delta_html(message_id, text, reasoning) == expected

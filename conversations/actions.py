@@ -1,0 +1,217 @@
+"""Every write that must also reach a conversation's open tabs (as Zulip keeps
+its ``actions``): start, retry, continue, stop, and join.
+
+Each saves what the user asked for *before* the model is called, broadcasts
+the new bubbles through ``frames`` and hands the reply to a ``Generation``.
+The views (no JavaScript) and the consumer (websocket) both call these, so the
+two paths cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from uuid import UUID
+
+from channels.db import aclose_old_connections, database_sync_to_async
+from django.conf import settings
+from django.db import transaction
+from django.utils.translation import gettext as _
+
+from conversations import durability, frames, generation, providers
+from conversations.generation import Generation
+from conversations.models import Conversation, Feedback, Message
+from conversations.providers.base import ChatMessage, ChatRequest, ModelSpec
+
+
+class ReplyRefused(Exception):
+    """A request the user must change before it can go ahead; ``message`` says how."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass
+class _Turn:
+    """What the database gave back when a reply was set up."""
+
+    conversation: Conversation
+    reply: Message
+    history: list[Message]  # what the model is shown, oldest first
+    new_html: str = ""  # bubbles to append to the transcript (a new message only)
+    settled: list[Message] = field(default_factory=list)  # a dead worker's replies, now interrupted
+
+
+def _lock_idle(conversation_id: UUID, user) -> tuple[Conversation, ModelSpec, list[Message]]:
+    """Inside a transaction: the conversation, row-locked, with no reply being
+    written in any worker, the model it uses, and the dead replies just
+    settled.  Holding the row lock, two sends cannot both pass.  Raises
+    ReplyRefused or Conversation.DoesNotExist."""
+    conversation = Conversation.objects.for_user(user).select_for_update().get(pk=conversation_id)
+    busy = _("A reply is still being written. Wait for it to finish, or stop it.")
+    if generation.get_active(conversation.id) is not None:
+        raise ReplyRefused(busy)
+    settled = durability.settle(conversation.id)
+    if conversation.messages.streaming().exists():
+        raise ReplyRefused(busy)
+    spec = providers.get_model(conversation.model_key)
+    if spec is None:
+        raise ReplyRefused(_("Choose a model for this conversation first."))
+    return conversation, spec, settled
+
+
+@database_sync_to_async
+def _new_turn(conversation_id: UUID, user, text: str) -> _Turn:
+    with transaction.atomic():
+        conversation, spec, settled = _lock_idle(conversation_id, user)
+        history = list(conversation.transcript())
+        question = Message.objects.create(
+            conversation=conversation,
+            parent=history[-1] if history else None,
+            role=Message.Role.USER,
+            content=text,
+        )
+        reply = Message.start_reply(conversation, question, spec)
+        titled = conversation.first_message_sets_title(text)
+        conversation.touch(*(["title"] if titled else []))
+    return _Turn(conversation, reply, [*history, question], frames.new_bubbles(conversation, question, reply), settled)
+
+
+@database_sync_to_async
+def _retry_turn(conversation_id: UUID, user, message_id: UUID) -> _Turn:
+    with transaction.atomic():
+        conversation, spec, settled = _lock_idle(conversation_id, user)
+        branch = conversation.transcript()
+        index = branch.index_of(message_id)
+        if index is None or not branch[index].is_assistant:
+            raise ReplyRefused(_("That reply can no longer be retried."))
+        # A sibling of the failed reply: the branch now follows the new one,
+        # and the old one stays stored for review.
+        reply = Message.start_reply(conversation, branch[index].parent, spec)
+        conversation.touch()
+    return _Turn(conversation, reply, branch[:index], settled=settled)
+
+
+@database_sync_to_async
+def _continue_turn(conversation_id: UUID, user, message_id: UUID) -> _Turn:
+    with transaction.atomic():
+        conversation, spec, settled = _lock_idle(conversation_id, user)
+        branch = conversation.transcript()
+        reply = branch.last_reply
+        if reply is None or reply.id != message_id:
+            raise ReplyRefused(_("Only the last reply can be continued."))
+        reply.reopen(spec)
+        conversation.touch()
+    return _Turn(conversation, reply, list(branch), settled=settled)
+
+
+def _request_for(turn: _Turn, spec: ModelSpec, *, continuation: bool) -> ChatRequest:
+    # Every earlier reply, whichever model wrote it, goes to the next model as
+    # plain text; reasoning is never replayed.
+    messages = [
+        ChatMessage(role=m.role, content=m.content)
+        for m in turn.history
+        if m.role in (Message.Role.USER, Message.Role.ASSISTANT) and m.content
+    ]
+    conversation = turn.conversation
+    return ChatRequest(
+        model=spec,
+        messages=messages,
+        system=conversation.system_prompt,
+        temperature=conversation.temperature,
+        max_tokens=conversation.max_tokens,
+        extra={"continuation": True} if continuation else {},
+    )
+
+
+async def _launch(turn: _Turn, *, replaces: UUID | None = None, continuation: bool = False) -> Generation:
+    spec = providers.get_model(turn.reply.model_key)
+    running = Generation(turn.reply, _request_for(turn, spec, continuation=continuation))
+    generation.register(running)
+    durability.ensure_running()
+    try:
+        for message in turn.settled:
+            await frames.announce(message)
+        await frames.broadcast(turn.conversation.id, turn.new_html or running.snapshot_html(replaces=replaces))
+    finally:
+        running.start()
+    return running
+
+
+async def start_reply(conversation_id: UUID, user, text: str) -> Generation:
+    """Save ``text`` as the user's message and start the reply to it.
+
+    Raises ReplyRefused (nothing saved) when a reply is already being written
+    or the conversation has no model; Conversation.DoesNotExist for a
+    conversation ``user`` does not own.  ``text`` is valid (MessageForm).
+    """
+    await aclose_old_connections()
+    turn = await _new_turn(conversation_id, user, text)
+    return await _launch(turn)
+
+
+async def retry_reply(conversation_id: UUID, user, message_id: UUID) -> Generation:
+    """Write a new attempt at the reply ``message_id`` (a sibling of it)."""
+    await aclose_old_connections()
+    turn = await _retry_turn(conversation_id, user, message_id)
+    return await _launch(turn, replaces=message_id)
+
+
+async def continue_reply(conversation_id: UUID, user, message_id: UUID) -> Generation:
+    """Ask the model to go on with the reply ``message_id``, appending to it."""
+    await aclose_old_connections()
+    turn = await _continue_turn(conversation_id, user, message_id)
+    return await _launch(turn, continuation=True)
+
+
+async def stop(conversation_id: UUID) -> None:
+    """Stop the conversation's reply in whichever worker process runs it."""
+    if not generation.stop(conversation_id):
+        await frames.request_stop(conversation_id)
+
+
+@dataclass
+class Joined:
+    """What a socket joining a conversation shows first.
+
+    ``html`` is the current reply's bubble (or nothing); frames of reply
+    ``message`` up to ``seq`` are already in it.  ``awaiting`` names a reply
+    being written by another worker, whose snapshot was requested for this
+    socket: its frames are held until the snapshot arrives."""
+
+    html: str = ""
+    message: str = ""
+    seq: int = 0
+    awaiting: str = ""
+
+
+@database_sync_to_async
+def _last_reply(conversation_id: UUID, user) -> tuple[Message | None, str, list[Message]]:
+    """The branch's last reply as the database has it, and its bubble with
+    ``user``'s rating, after marking the replies of dead workers interrupted
+    (returned too)."""
+    settled = durability.settle(conversation_id)
+    reply = Conversation.objects.get(pk=conversation_id).transcript().last_reply
+    if reply is None:
+        return None, "", settled
+    return reply, frames.bubble(Feedback.attach([reply], user)[0]), settled
+
+
+async def join(conversation_id: UUID, user, channel_name: str) -> Joined:
+    """Join the conversation's current reply with no gap and no repeat: its
+    snapshot at frame ``seq``, then only frames after ``seq`` (the socket is
+    already in the group).  A dead worker's reply is settled and every tab told."""
+    running = generation.get_active(conversation_id)
+    if running is not None:
+        seq, html = running.snapshot()
+        return Joined(html, str(running.message.id), seq)
+    reply, html, settled = await _last_reply(conversation_id, user)
+    for message in settled:
+        await frames.announce(message)
+    if reply is None:
+        return Joined()
+    joined = Joined(html)  # repairs a stale page
+    if reply.is_streaming and settings.REDIS_URL:
+        joined.awaiting = str(reply.id)
+        await frames.request_snapshot(conversation_id, channel_name)
+    return joined

@@ -1,0 +1,116 @@
+"""Every fragment a conversation's open tabs receive, and how it reaches them.
+
+Group names, ``broadcast``, the control requests to whichever worker runs a
+reply (Stop, snapshots), ``announce`` for a reply that ended elsewhere, and the
+renderers: ``bubble`` (the one ``_message.html``, as the page, the stream, the
+final swap and admin review draw it), ``stream_frame`` and its fast path
+``delta_html`` beside the template it mirrors, and ``new_bubbles``.
+"""
+
+from __future__ import annotations
+
+import copy
+from uuid import UUID
+
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.template.loader import render_to_string
+from django.utils.html import format_html
+
+from conversations.models import Conversation, Message
+
+
+def group_name(conversation_id: UUID | str) -> str:
+    return f"conversation_{conversation_id}"
+
+
+def control_group(conversation_id: UUID | str) -> str:
+    """Where any worker asks the process that runs a conversation's reply to
+    stop it or to send a snapshot (kept apart from the frames' group so the
+    generation does not receive its own broadcasts)."""
+    return f"conversation_{conversation_id}_control"
+
+
+# --- rendering ---------------------------------------------------------------
+
+
+def bubble(message: Message, *, oob: bool = True, replaces: UUID | None = None) -> str:
+    """The message's bubble; ``oob`` swaps it in place of ``#msg-<id>`` (or of
+    ``#msg-<replaces>``, the reply a Retry supersedes)."""
+    return render_to_string("conversations/_message.html", {"msg": message, "oob": oob, "replaces": replaces})
+
+
+def streaming_bubble(message: Message, content: str, reasoning: str, *, replaces: UUID | None = None) -> str:
+    """The bubble of a reply being written, holding ``content`` and ``reasoning`` so far."""
+    shown = copy.copy(message)
+    shown.content, shown.reasoning, shown.status = content, reasoning, Message.Status.STREAMING
+    return bubble(shown, replaces=replaces)
+
+
+def new_bubbles(conversation: Conversation, *messages: Message) -> str:
+    """The user's message and the reply's empty bubble, appended in every tab,
+    with the title and the sidebar entry brought up to date."""
+    return render_to_string("conversations/_append.html", {"conversation": conversation, "new_messages": messages})
+
+
+def stream_frame(message_id: UUID, text: str, reasoning: str, rendered: str = "") -> str:
+    """One coalesced stream frame: ``text`` and ``reasoning`` appended, or,
+    with ``rendered`` (sanitised markdown of the whole text so far), the
+    content replaced by it."""
+    if not rendered:
+        return delta_html(message_id, text, reasoning)
+    context = {"id": message_id, "text": text, "reasoning": reasoning, "rendered": rendered, "render": True}
+    return render_to_string("conversations/_frame.html", context)
+
+
+def delta_html(message_id: UUID, text: str, reasoning: str) -> str:
+    """What ``_frame.html`` renders without a markdown render, built directly
+    (most frames are these; a template render per frame was a visible share of
+    the server's CPU)."""
+    html = format_html('<span hx-swap-oob="beforeend:#msg-{}-tail">{}</span>', message_id, text) if text else ""
+    if reasoning:
+        html += format_html('<span hx-swap-oob="beforeend:#msg-{}-reasoning">{}</span>', message_id, reasoning)
+    return html
+
+
+# --- delivery ----------------------------------------------------------------
+
+
+async def broadcast(conversation_id: UUID, html: str, **extra) -> None:
+    """Send an HTML fragment to every socket of the conversation."""
+    await get_channel_layer().group_send(
+        group_name(conversation_id), {"type": "conversation.html", "html": html, **extra}
+    )
+
+
+async def broadcast_delta(conversation_id: UUID, message_id: UUID, seq: int, html: str) -> None:
+    """Send frame ``seq`` of the reply ``message_id`` (a joiner drops the ones its snapshot holds)."""
+    await get_channel_layer().group_send(
+        group_name(conversation_id),
+        {"type": "conversation.delta", "message": str(message_id), "seq": seq, "html": html},
+    )
+
+
+async def announce(message: Message) -> None:
+    """Replace the bubble of a reply that ended elsewhere (a dead worker's) in every open tab."""
+    html = await database_sync_to_async(bubble)(message)
+    await broadcast(message.conversation_id, html, final=str(message.id))
+
+
+async def request_stop(conversation_id: UUID) -> None:
+    """Ask whichever worker runs the conversation's reply to stop it."""
+    await get_channel_layer().group_send(control_group(conversation_id), {"type": "conversation.stop"})
+
+
+async def request_snapshot(conversation_id: UUID, reply_to: str) -> None:
+    """Ask the worker running the conversation's reply to send its snapshot
+    (a ``conversation.snapshot`` event) to the channel ``reply_to``."""
+    await get_channel_layer().group_send(
+        control_group(conversation_id), {"type": "conversation.snapshot_request", "reply_to": reply_to}
+    )
+
+
+async def send_snapshot(reply_to: str, message_id: UUID, seq: int, html: str) -> None:
+    await get_channel_layer().send(
+        reply_to, {"type": "conversation.snapshot", "message": str(message_id), "seq": seq, "html": html}
+    )
