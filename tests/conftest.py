@@ -8,8 +8,7 @@ from django.db.backends import utils as db_utils
 from django.test import Client
 
 from conversations.models import Conversation, Message
-
-PROVIDER_ENV = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "CHAT_MODEL_OPTIONS")
+from tests.fakes import PROVIDER_ENV
 
 
 @pytest.fixture(autouse=True)

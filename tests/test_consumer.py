@@ -2,7 +2,6 @@
 generation → the real openai SDK → the fake provider over HTTP."""
 
 import asyncio
-import html
 import json
 import re
 
@@ -10,17 +9,16 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
-from django.test import Client
+from django.utils.html import escape
 
 from chatsite.asgi import application
 from conversations import generation
 from conversations.fakeprovider import expected_text
 from conversations.markdown import RENDER_VERSION, render_markdown
 from conversations.models import Conversation, Message
+from tests.wsclient import connect, delta_text, first_delta, send, session_cookie, until_final
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
-
-TAIL = re.compile(r'<span hx-swap-oob="beforeend:#msg-[0-9a-f-]+-tail">(.*?)</span>', re.S)
 
 
 @pytest.fixture(autouse=True)
@@ -30,68 +28,20 @@ def _append_only_frames(settings):
 
 
 @database_sync_to_async
-def _session_cookie(user) -> bytes:
-    client = Client()
-    client.force_login(user)
-    return f"sessionid={client.cookies['sessionid'].value}".encode()
-
-
-async def _connect(user, conversation, *, origin=b"http://localhost") -> WebsocketCommunicator:
-    headers = [(b"host", b"localhost")]
-    if origin:
-        headers.append((b"origin", origin))
-    if user is not None:
-        headers.append((b"cookie", await _session_cookie(user)))
-    communicator = WebsocketCommunicator(application, f"/ws/conversations/{conversation.id}/", headers=headers)
-    connected, _ = await communicator.connect(timeout=5)
-    assert connected
-    return communicator
-
-
-def _is_final(frame: str) -> bool:
-    return 'class="msg msg-assistant' in frame and 'hx-swap-oob="outerHTML' in frame and "status-streaming" not in frame
-
-
-async def _until_final(communicator, wait=20.0) -> list[str]:
-    frames = []
-    while True:
-        frame = await communicator.receive_from(timeout=wait)
-        frames.append(frame)
-        if _is_final(frame):
-            return frames
-
-
-def _delta_text(frames: list[str]) -> str:
-    return "".join(html.unescape(part) for frame in frames for part in TAIL.findall(frame))
-
-
-async def _send(communicator, **fields):
-    await communicator.send_to(text_data=json.dumps(fields))
-
-
-async def _first_delta(communicator, wait=10.0) -> list[str]:
-    frames = []
-    while True:
-        frames.append(await communicator.receive_from(timeout=wait))
-        if TAIL.search(frames[-1]):
-            return frames
-
-
-@database_sync_to_async
 def _reply(conversation) -> Message:
     return Message.objects.filter(conversation=conversation, role="assistant").order_by("-created_at").first()
 
 
 async def test_it_streams_frames_that_add_up_to_the_reply(alice, conversation, openai_fake):
     await sync_to_async(openai_fake)(conversation, "fake-normal")
-    communicator = await _connect(alice, conversation)
-    await _send(communicator, action="send", text="Hello 你好")
-    frames = await _until_final(communicator)
+    communicator = await connect(alice, conversation)
+    await send(communicator, action="send", text="Hello 你好")
+    frames = await until_final(communicator)
     await communicator.disconnect()
 
     bubbles = next(frame for frame in frames if 'class="msg msg-user' in frame)
     assert "Hello 你好" in bubbles and "status-streaming" in bubbles
-    assert _delta_text(frames) == expected_text("fake-normal")
+    assert delta_text(frames) == expected_text("fake-normal")
     reply = await _reply(conversation)
     assert reply.status == "complete"
     assert reply.content == expected_text("fake-normal")
@@ -104,9 +54,9 @@ async def test_it_streams_frames_that_add_up_to_the_reply(alice, conversation, o
 
 async def test_it_escapes_html_in_deltas(alice, conversation, openai_fake):
     await sync_to_async(openai_fake)(conversation, "fake-normal")
-    communicator = await _connect(alice, conversation)
-    await _send(communicator, action="send", text="<b>hi</b>")
-    frames = await _until_final(communicator)
+    communicator = await connect(alice, conversation)
+    await send(communicator, action="send", text="<b>hi</b>")
+    frames = await until_final(communicator)
     await communicator.disconnect()
 
     assert "<script>" in expected_text("fake-normal")
@@ -118,14 +68,14 @@ async def test_it_escapes_html_in_deltas(alice, conversation, openai_fake):
 async def test_it_writes_once_at_the_end_whatever_the_length(alice, conversation, openai_fake, sql_writes, settings):
     settings.CHAT_CHECKPOINT_SECONDS = 3600  # these replies are shorter than a checkpoint interval
     counts = {}
-    communicator = await _connect(alice, conversation)
+    communicator = await connect(alice, conversation)
     for model in ("fake-normal@tokens=20", "fake-long@tokens=500,delay=0"):
         await sync_to_async(openai_fake)(conversation, model)
         sql_writes.statements.clear()
-        await _send(communicator, action="send", text="count the writes")
-        frames = await _until_final(communicator)
+        await send(communicator, action="send", text="count the writes")
+        frames = await until_final(communicator)
         counts[model] = list(sql_writes.statements)
-        assert _delta_text(frames) == expected_text(model)
+        assert delta_text(frames) == expected_text(model)
     await communicator.disconnect()
 
     short, long_ = counts.values()
@@ -135,11 +85,11 @@ async def test_it_writes_once_at_the_end_whatever_the_length(alice, conversation
 
 async def test_it_stops_and_closes_the_upstream_connection(alice, conversation, openai_fake, fake_provider):
     await sync_to_async(openai_fake)(conversation, "fake-long@tokens=400,delay=0.02")
-    communicator = await _connect(alice, conversation)
-    await _send(communicator, action="send", text="tell me a long story")
-    frames = await _first_delta(communicator)
-    await _send(communicator, action="stop")
-    frames += await _until_final(communicator)
+    communicator = await connect(alice, conversation)
+    await send(communicator, action="send", text="tell me a long story")
+    frames = await first_delta(communicator)
+    await send(communicator, action="stop")
+    frames += await until_final(communicator)
     await communicator.disconnect()
 
     assert await asyncio.to_thread(fake_provider.wait_for_disconnect, 1.0)
@@ -152,11 +102,11 @@ async def test_it_stops_and_closes_the_upstream_connection(alice, conversation, 
 
 async def test_it_refuses_a_second_send_while_streaming(alice, conversation, openai_fake):
     await sync_to_async(openai_fake)(conversation, "fake-long@tokens=100,delay=0.01")
-    communicator = await _connect(alice, conversation)
-    await _send(communicator, action="send", text="first")
-    await _first_delta(communicator)
-    await _send(communicator, action="send", text="second, too soon")
-    frames = await _until_final(communicator)
+    communicator = await connect(alice, conversation)
+    await send(communicator, action="send", text="first")
+    await first_delta(communicator)
+    await send(communicator, action="send", text="second, too soon")
+    frames = await until_final(communicator)
     await communicator.disconnect()
 
     refusal = next(frame for frame in frames if 'id="composer-error"' in frame)
@@ -171,29 +121,29 @@ async def test_it_refuses_a_second_send_while_streaming(alice, conversation, ope
 
 async def test_it_acknowledges_a_saved_message_to_the_sender(alice, conversation, openai_fake):
     await sync_to_async(openai_fake)(conversation, "fake-normal")
-    communicator = await _connect(alice, conversation)
-    await _send(communicator, action="send", text="hello")
-    frames = await _until_final(communicator)
+    communicator = await connect(alice, conversation)
+    await send(communicator, action="send", text="hello")
+    frames = await until_final(communicator)
     await communicator.disconnect()
     assert any('id="composer-ack"' in frame and 'data-sent="1"' in frame for frame in frames)
 
 
 async def test_it_refuses_a_socket_for_another_users_conversation(charlie, conversation):
-    communicator = await _connect(charlie, conversation)
+    communicator = await connect(charlie, conversation)
     closed = await communicator.receive_output(timeout=5)
     assert closed == {"type": "websocket.close", "code": 4404}
     await communicator.disconnect()
 
 
 async def test_it_refuses_an_anonymous_socket(conversation):
-    communicator = await _connect(None, conversation)
+    communicator = await connect(None, conversation)
     closed = await communicator.receive_output(timeout=5)
     assert closed == {"type": "websocket.close", "code": 4401}
     await communicator.disconnect()
 
 
 async def test_it_refuses_a_socket_from_another_origin(alice, conversation):
-    headers = [(b"host", b"localhost"), (b"origin", b"http://evil.example"), (b"cookie", await _session_cookie(alice))]
+    headers = [(b"host", b"localhost"), (b"origin", b"http://evil.example"), (b"cookie", await session_cookie(alice))]
     communicator = WebsocketCommunicator(application, f"/ws/conversations/{conversation.id}/", headers=headers)
     connected, _ = await communicator.connect(timeout=5)
     assert not connected
@@ -214,23 +164,23 @@ async def test_it_refuses_a_socket_from_another_origin(alice, conversation):
 )
 async def test_it_answers_bad_frames_clearly_and_stays_usable(alice, conversation, openai_fake, frame, error):
     await sync_to_async(openai_fake)(conversation, "fake-normal")
-    communicator = await _connect(alice, conversation)
+    communicator = await connect(alice, conversation)
     await communicator.send_to(text_data=frame)
     answer = await communicator.receive_from(timeout=5)
     assert 'id="composer-error"' in answer and error in answer
     assert await database_sync_to_async(Message.objects.filter(conversation=conversation).count)() == 0
 
-    await _send(communicator, action="send", text="still works")
-    frames = await _until_final(communicator)
+    await send(communicator, action="send", text="still works")
+    frames = await until_final(communicator)
     await communicator.disconnect()
-    assert _delta_text(frames) == expected_text("fake-normal")
+    assert delta_text(frames) == expected_text("fake-normal")
 
 
 async def test_it_finishes_and_saves_after_the_socket_closes(alice, conversation, openai_fake):
     await sync_to_async(openai_fake)(conversation, "fake-long@tokens=60,delay=0.01")
-    communicator = await _connect(alice, conversation)
-    await _send(communicator, action="send", text="go on without me")
-    await _first_delta(communicator)
+    communicator = await connect(alice, conversation)
+    await send(communicator, action="send", text="go on without me")
+    await first_delta(communicator)
     active = generation.get_active(conversation.id)
     await communicator.disconnect()
 
@@ -243,18 +193,18 @@ async def test_it_finishes_and_saves_after_the_socket_closes(alice, conversation
 async def test_it_lets_a_second_socket_join_with_no_gap_and_no_repeat(alice, conversation, openai_fake):
     model = "fake-long@tokens=120,delay=0.01"
     await sync_to_async(openai_fake)(conversation, model)
-    first = await _connect(alice, conversation)
-    await _send(first, action="send", text="stream to two tabs")
-    await _first_delta(first)
-    second = await _connect(alice, conversation)
-    joined = await _until_final(second)
-    rest = await _until_final(first)
+    first = await connect(alice, conversation)
+    await send(first, action="send", text="stream to two tabs")
+    await first_delta(first)
+    second = await connect(alice, conversation)
+    joined = await until_final(second)
+    rest = await until_final(first)
     await first.disconnect()
     await second.disconnect()
 
     snapshot, live = joined[0], joined[1:]
     assert "status-streaming" in snapshot
-    live_text = _delta_text(live)
+    live_text = delta_text(live)
     assert live_text and expected_text(model).endswith(live_text)
     prefix = expected_text(model)[: len(expected_text(model)) - len(live_text)]
     assert str(render_markdown(prefix)) in snapshot  # the snapshot holds exactly the text before the live frames
@@ -264,33 +214,34 @@ async def test_it_lets_a_second_socket_join_with_no_gap_and_no_repeat(alice, con
 @pytest.mark.parametrize(
     ("model", "kind", "says"),
     [
-        ("fake-error-401", "auth", "API key"),
-        ("fake-error-403", "permission", ""),
-        ("fake-error-404", "not_found", ""),
-        ("fake-error-429", "rate_limit", ""),
-        ("fake-error-400", "bad_request", ""),
-        ("fake-error-500", "server", ""),
-        ("fake-error-529", "overloaded", ""),
-        ("fake-midstream-error", "server", ""),
-        ("fake-disconnect", "connection", ""),
+        ("fake-error-401", "auth", "rejected the API key. Check OPENAI_API_KEY"),
+        ("fake-error-403", "permission", "not allowed to use this model"),
+        ("fake-error-404", "not_found", "does not know this model"),
+        ("fake-error-429", "rate_limit", "rate limit was reached"),
+        ("fake-error-400", "bad_request", "rejected the request"),
+        ("fake-error-500", "server", "had an internal error"),
+        ("fake-error-529", "overloaded", "is overloaded"),
+        ("fake-midstream-error", "server", "had an internal error"),
+        ("fake-disconnect", "connection", "connection to the model provider failed"),
     ],
 )
 async def test_it_ends_a_failed_reply_with_a_clear_error_and_keeps_the_text(
     alice, conversation, openai_fake, model, kind, says
 ):
     await sync_to_async(openai_fake)(conversation, model)
-    communicator = await _connect(alice, conversation)
-    await _send(communicator, action="send", text="this will fail")
-    frames = await _until_final(communicator)
+    communicator = await connect(alice, conversation)
+    await send(communicator, action="send", text="this will fail")
+    frames = await until_final(communicator)
     await communicator.disconnect()
 
     reply = await _reply(conversation)
     assert reply.status == "error"
     assert reply.error_kind == kind
-    assert reply.error and says in reply.error
-    assert html.escape(reply.error, quote=True) in frames[-1] or reply.error in frames[-1]
+    assert says in reply.error
+    # The final bubble shows the stored error, escaped as the template escapes it.
+    assert f'<p class="msg-error" role="alert">{escape(reply.error)}</p>' in frames[-1]
     assert "Retry" in frames[-1]
-    assert reply.content == _delta_text(frames)
+    assert reply.content == delta_text(frames)
     assert "sk-test-not-a-real-key" not in reply.error
     user = await database_sync_to_async(Message.objects.get)(conversation=conversation, role="user")
     assert user.content == "this will fail"
@@ -298,13 +249,13 @@ async def test_it_ends_a_failed_reply_with_a_clear_error_and_keeps_the_text(
 
 async def test_it_retries_a_failed_reply_as_a_new_attempt(alice, conversation, openai_fake):
     await sync_to_async(openai_fake)(conversation, "fake-error-500")
-    communicator = await _connect(alice, conversation)
-    await _send(communicator, action="send", text="try twice")
-    await _until_final(communicator)
+    communicator = await connect(alice, conversation)
+    await send(communicator, action="send", text="try twice")
+    await until_final(communicator)
     failed = await _reply(conversation)
     await sync_to_async(openai_fake)(conversation, "fake-normal")
-    await _send(communicator, action="retry", message=str(failed.id))
-    frames = await _until_final(communicator)
+    await send(communicator, action="retry", message=str(failed.id))
+    frames = await until_final(communicator)
     await communicator.disconnect()
 
     assert any(f'hx-swap-oob="outerHTML:#msg-{failed.id}"' in f for f in frames)  # takes the failed bubble's place
@@ -319,14 +270,14 @@ async def test_it_retries_a_failed_reply_as_a_new_attempt(alice, conversation, o
 
 async def test_it_continues_a_reply_cut_by_max_tokens(alice, conversation, openai_fake, fake_provider):
     await sync_to_async(openai_fake)(conversation, "fake-length")
-    communicator = await _connect(alice, conversation)
-    await _send(communicator, action="send", text="long answer please")
-    frames = await _until_final(communicator)
+    communicator = await connect(alice, conversation)
+    await send(communicator, action="send", text="long answer please")
+    frames = await until_final(communicator)
     cut = await _reply(conversation)
     assert cut.finish_reason == "length" and "maximum length" in frames[-1] and "Continue" in frames[-1]
 
-    await _send(communicator, action="continue", message=str(cut.id))
-    frames = await _until_final(communicator)
+    await send(communicator, action="continue", message=str(cut.id))
+    frames = await until_final(communicator)
     await communicator.disconnect()
     continued = await _reply(conversation)
     assert continued.id == cut.id
@@ -340,12 +291,12 @@ async def test_it_continues_a_reply_cut_by_max_tokens(alice, conversation, opena
 
 async def test_it_sends_the_whole_history_to_the_next_model(alice, conversation, openai_fake, fake_provider):
     await sync_to_async(openai_fake)(conversation, "fake-normal")
-    communicator = await _connect(alice, conversation)
-    await _send(communicator, action="send", text="first question")
-    await _until_final(communicator)
+    communicator = await connect(alice, conversation)
+    await send(communicator, action="send", text="first question")
+    await until_final(communicator)
     await sync_to_async(openai_fake)(conversation, "fake-reasoning")
-    await _send(communicator, action="send", text="second question")
-    frames = await _until_final(communicator)
+    await send(communicator, action="send", text="second question")
+    frames = await until_final(communicator)
     await communicator.disconnect()
 
     sent = fake_provider.requests[-1].json
@@ -359,9 +310,9 @@ async def test_it_sends_the_whole_history_to_the_next_model(alice, conversation,
 
 async def test_it_sends_a_new_reply_with_its_feedback_control_ready(alice, conversation, openai_fake):
     await sync_to_async(openai_fake)(conversation, "fake-normal")
-    communicator = await _connect(alice, conversation)
-    await _send(communicator, action="send", text="rate me")
-    final = (await _until_final(communicator))[-1]
+    communicator = await connect(alice, conversation)
+    await send(communicator, action="send", text="rate me")
+    final = (await until_final(communicator))[-1]
     await communicator.disconnect()
 
     assert 'id="msg-' in final and "-feedback" in final
@@ -372,7 +323,7 @@ async def test_it_rejoins_with_the_owners_rating_on_the_last_reply(alice, conver
     from conversations.models import Feedback
 
     await database_sync_to_async(Feedback.objects.create)(message=reply, user=alice, rating="down")
-    communicator = await _connect(alice, conversation)
+    communicator = await connect(alice, conversation)
     bubble = await communicator.receive_from(timeout=5)
     await communicator.disconnect()
 

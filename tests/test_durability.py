@@ -15,7 +15,7 @@ from chatsite.asgi import application
 from conversations import durability, generation
 from conversations.fakeprovider import expected_text
 from conversations.models import Message
-from tests.test_consumer import _connect, _first_delta, _is_final, _send, _until_final
+from tests.wsclient import connect, first_delta, is_final, send, until_final
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
 
@@ -77,7 +77,7 @@ def _left_streaming(conversation, *, content="half a thought", heartbeat_age=Non
 async def _until_complete(communicator) -> list[str]:
     frames = []
     while "status-complete" not in (frames or [""])[-1]:
-        frames += await _until_final(communicator)
+        frames += await until_final(communicator)
     return frames
 
 
@@ -88,9 +88,9 @@ async def _refresh(message) -> Message:
 async def test_it_checkpoints_the_text_while_streaming(alice, conversation, openai_fake, settings, sql_writes):
     settings.CHAT_CHECKPOINT_SECONDS = 0.2
     await sync_to_async(openai_fake)(conversation, SLOW)
-    communicator = await _connect(alice, conversation)
-    await _send(communicator, action="send", text="write slowly")
-    await _first_delta(communicator)
+    communicator = await connect(alice, conversation)
+    await send(communicator, action="send", text="write slowly")
+    await first_delta(communicator)
     reply = await database_sync_to_async(Message.objects.get)(conversation=conversation, role="assistant")
     started_beat = reply.heartbeat_at
 
@@ -100,14 +100,14 @@ async def test_it_checkpoints_the_text_while_streaming(alice, conversation, open
 
     await _until(checkpointed)
     midway = await _refresh(reply)
-    frames = await _until_final(communicator)
+    frames = await until_final(communicator)
     await communicator.disconnect()
 
     assert expected_text(SLOW).startswith(midway.content)
     assert midway.heartbeat_at > started_beat
     final = await _refresh(reply)
     assert final.status == "complete" and final.content == expected_text(SLOW)
-    assert _is_final(frames[-1])
+    assert is_final(frames[-1])
     updates = [sql for sql in sql_writes.statements if sql.startswith('UPDATE "conversations_message"')]
     # Checkpoints every 0.2 s over the reply's duration, plus the final save:
     # bounded by time, not by the 200 tokens.
@@ -140,7 +140,7 @@ async def test_it_sweeps_replies_whose_worker_stopped_beating(
     dead = await _left_streaming(conversation, heartbeat_age=5)
     other = await database_sync_to_async(conversation.__class__.objects.create)(owner=alice, model_key="demo:demo")
     alive = await _left_streaming(other, heartbeat_age=5)
-    communicator = await _connect(alice, conversation)  # joins while the reply still looks alive elsewhere
+    communicator = await connect(alice, conversation)  # joins while the reply still looks alive elsewhere
     assert "status-streaming" in await communicator.receive_from(timeout=5)
     await database_sync_to_async(Message.objects.filter(pk=dead.pk).update)(
         heartbeat_at=timezone.now() - timedelta(seconds=31)
@@ -148,7 +148,7 @@ async def test_it_sweeps_replies_whose_worker_stopped_beating(
 
     assert await durability.sweep() == 1
     frame = await communicator.receive_from(timeout=5)
-    while not _is_final(frame):
+    while not is_final(frame):
         frame = await communicator.receive_from(timeout=5)
     await communicator.disconnect()
 
@@ -175,7 +175,7 @@ async def test_it_marks_a_dead_reply_interrupted_when_a_socket_joins(alice, conv
     settings.REDIS_URL = ""  # one process: a streaming reply it does not run is dead, however fresh
     dead = await _left_streaming(conversation, heartbeat_age=1)
 
-    communicator = await _connect(alice, conversation)
+    communicator = await connect(alice, conversation)
     frame = await communicator.receive_from(timeout=5)
     await communicator.disconnect()
 
@@ -186,10 +186,10 @@ async def test_it_marks_a_dead_reply_interrupted_when_a_socket_joins(alice, conv
 async def test_it_refuses_a_send_while_a_live_worker_streams(alice, conversation, openai_fake, many_workers):
     await sync_to_async(openai_fake)(conversation, "fake-normal")
     alive = await _left_streaming(conversation, heartbeat_age=2)
-    communicator = await _connect(alice, conversation)
+    communicator = await connect(alice, conversation)
     await communicator.receive_from(timeout=5)  # the current bubble
 
-    await _send(communicator, action="send", text="are you there?")
+    await send(communicator, action="send", text="are you there?")
     refusal = await communicator.receive_from(timeout=5)
     await communicator.disconnect()
 
@@ -206,13 +206,13 @@ async def test_it_sends_after_a_dead_workers_reply_and_keeps_its_text(
     dead = await _left_streaming(conversation, heartbeat_age=45)
     # The socket joins before the sweep would run, so the send itself settles it.
     await database_sync_to_async(Message.objects.filter(pk=dead.pk).update)(heartbeat_at=timezone.now())
-    communicator = await _connect(alice, conversation)
+    communicator = await connect(alice, conversation)
     await communicator.receive_from(timeout=5)
     await database_sync_to_async(Message.objects.filter(pk=dead.pk).update)(
         heartbeat_at=timezone.now() - timedelta(seconds=45)
     )
 
-    await _send(communicator, action="send", text="start again")
+    await send(communicator, action="send", text="start again")
     frames = await _until_complete(communicator)
     await communicator.disconnect()
 
@@ -229,10 +229,10 @@ async def test_it_continues_an_interrupted_reply_from_its_checkpoint(alice, conv
     settings.CHAT_HEARTBEAT_TIMEOUT_SECONDS = 30
     await sync_to_async(openai_fake)(conversation, "fake-normal")
     dead = await _left_streaming(conversation, content="The first half, ", heartbeat_age=60)
-    communicator = await _connect(alice, conversation)
+    communicator = await connect(alice, conversation)
     await communicator.receive_from(timeout=5)  # settled: interrupted
 
-    await _send(communicator, action="continue", message=str(dead.pk))
+    await send(communicator, action="continue", message=str(dead.pk))
     await _until_complete(communicator)
     await communicator.disconnect()
 

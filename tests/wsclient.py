@@ -1,0 +1,62 @@
+"""Websocket helpers shared by the consumer and durability tests: connect as
+a signed-in user, send frames, read frames until the final bubble."""
+
+import html
+import json
+import re
+
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.test import Client
+
+from chatsite.asgi import application
+
+TAIL = re.compile(r'<span hx-swap-oob="beforeend:#msg-[0-9a-f-]+-tail">(.*?)</span>', re.S)
+
+
+@database_sync_to_async
+def session_cookie(user) -> bytes:
+    client = Client()
+    client.force_login(user)
+    return f"sessionid={client.cookies['sessionid'].value}".encode()
+
+
+async def connect(user, conversation, *, origin=b"http://localhost") -> WebsocketCommunicator:
+    headers = [(b"host", b"localhost")]
+    if origin:
+        headers.append((b"origin", origin))
+    if user is not None:
+        headers.append((b"cookie", await session_cookie(user)))
+    communicator = WebsocketCommunicator(application, f"/ws/conversations/{conversation.id}/", headers=headers)
+    connected, _ = await communicator.connect(timeout=5)
+    assert connected
+    return communicator
+
+
+def is_final(frame: str) -> bool:
+    return 'class="msg msg-assistant' in frame and 'hx-swap-oob="outerHTML' in frame and "status-streaming" not in frame
+
+
+async def until_final(communicator, wait=20.0) -> list[str]:
+    frames = []
+    while True:
+        frame = await communicator.receive_from(timeout=wait)
+        frames.append(frame)
+        if is_final(frame):
+            return frames
+
+
+def delta_text(frames: list[str]) -> str:
+    return "".join(html.unescape(part) for frame in frames for part in TAIL.findall(frame))
+
+
+async def send(communicator, **fields):
+    await communicator.send_to(text_data=json.dumps(fields))
+
+
+async def first_delta(communicator, wait=10.0) -> list[str]:
+    frames = []
+    while True:
+        frames.append(await communicator.receive_from(timeout=wait))
+        if TAIL.search(frames[-1]):
+            return frames
