@@ -15,7 +15,6 @@ from uuid import UUID
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
-from django.template.loader import render_to_string
 from django.utils.translation import gettext as _
 
 from conversations import actions, durability, frames
@@ -114,7 +113,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             await self._error(form.errors["text"][0])
             return
         if await self._start(actions.start_reply, form.cleaned_data["text"]):
-            await self.send(text_data=render_to_string("conversations/_composer_ack.html"))
+            await self.send(text_data=frames.composer_ack())
 
     async def _on_stop(self, data: dict) -> None:
         await actions.stop(self.conversation_id)
@@ -147,7 +146,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
 
     async def _error(self, message: str) -> None:
         """A clear message under the composer; the socket stays usable."""
-        await self.send(text_data=render_to_string("conversations/_composer_error.html", {"error": message}))
+        await self.send(text_data=frames.composer_error(message))
 
     # --- frames from the channel layer --------------------------------------
     async def conversation_delta(self, event: dict) -> None:

@@ -4,7 +4,8 @@ Group names, ``broadcast``, the control requests to whichever worker runs a
 reply (Stop, snapshots), ``announce`` for a reply that ended elsewhere, and the
 renderers: ``bubble`` (the one ``_message.html``, as the page, the stream, the
 final swap and admin review draw it), ``stream_frame`` and its fast path
-``delta_html`` beside the template it mirrors, and ``new_bubbles``.
+``delta_html`` beside the template it mirrors, ``new_bubbles``, and the
+composer's acknowledgement and error for the socket that sent.
 """
 
 from __future__ import annotations
@@ -51,6 +52,16 @@ def new_bubbles(conversation: Conversation, *messages: Message) -> str:
     """The user's message and the reply's empty bubble, appended in every tab,
     with the title and the sidebar entry brought up to date."""
     return render_to_string("conversations/_append.html", {"conversation": conversation, "new_messages": messages})
+
+
+def composer_ack() -> str:
+    """To the socket that sent: the message was taken, clear the composer."""
+    return render_to_string("conversations/_composer_ack.html")
+
+
+def composer_error(message: str) -> str:
+    """To the socket that sent: ``message`` under the composer, its text kept."""
+    return render_to_string("conversations/_composer_error.html", {"error": message})
 
 
 def stream_frame(message_id: UUID, text: str, reasoning: str, rendered: str = "") -> str:
