@@ -248,6 +248,11 @@ CHAT_RENDER_INTERVAL_MS = envint("CHAT_RENDER_INTERVAL_MS", 1000)
 # ones load as the reader scrolls up (or all at once with ?all=1, without JavaScript).
 CHAT_PAGE_MESSAGES = envint("CHAT_PAGE_MESSAGES", 100)
 CHAT_DEMO_TOKEN_DELAY_MS = envint("CHAT_DEMO_TOKEN_DELAY_MS", 30)
+# CHAT_TITLE_MODEL: the model ("provider:model") that writes a conversation's
+# title after its first reply; empty: the conversation's own model; "off":
+# the first line of the first message stays the title.
+CHAT_TITLE_MODEL = os.environ.get("CHAT_TITLE_MODEL", "")
+CHAT_TITLE_TIMEOUT_SECONDS = envfloat("CHAT_TITLE_TIMEOUT_SECONDS", 20.0)
 # CHAT_MODEL_OPTIONS: JSON {"provider:model": {option: value}} (see conversations.providers.catalog).
 CHAT_MODEL_OPTIONS = os.environ.get("CHAT_MODEL_OPTIONS", "")
 # Freeze start-up objects and raise the young-generation threshold (conversations.lifecycle).

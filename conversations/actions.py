@@ -9,6 +9,9 @@ two paths cannot drift apart.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import re
 from dataclasses import dataclass, field
 from uuid import UUID
 
@@ -19,8 +22,10 @@ from django.utils.translation import gettext as _
 
 from conversations import durability, frames, generation, providers
 from conversations.generation import Generation
-from conversations.models import Conversation, Feedback, Message
-from conversations.providers.base import ChatMessage, ChatRequest, ModelSpec
+from conversations.models import TITLE_CHARS, Conversation, Feedback, Message
+from conversations.providers.base import ChatMessage, ChatRequest, ModelSpec, ProviderError, TextDelta, Usage
+
+logger = logging.getLogger(__name__)
 
 
 class ReplyRefused(Exception):
@@ -73,7 +78,7 @@ def _new_turn(conversation_id: UUID, user, text: str) -> _Turn:
         )
         reply = Message.start_reply(conversation, question, spec)
         titled = conversation.first_message_sets_title(text)
-        conversation.touch(*(["title"] if titled else []))
+        conversation.touch(*(["title", "title_source"] if titled else []))
     return _Turn(conversation, reply, [*history, question], frames.new_bubbles(conversation, question, reply), settled)
 
 
@@ -124,9 +129,9 @@ def _request_for(turn: _Turn, spec: ModelSpec, *, continuation: bool) -> ChatReq
     )
 
 
-async def _launch(turn: _Turn, *, replaces: UUID | None = None, continuation: bool = False) -> Generation:
+async def _launch(turn: _Turn, *, replaces: UUID | None = None, continuation: bool = False, then=None) -> Generation:
     spec = providers.get_model(turn.reply.model_key)
-    running = Generation(turn.reply, _request_for(turn, spec, continuation=continuation))
+    running = Generation(turn.reply, _request_for(turn, spec, continuation=continuation), then=then)
     generation.register(running)
     durability.ensure_running()
     try:
@@ -147,7 +152,8 @@ async def start_reply(conversation_id: UUID, user, text: str) -> Generation:
     """
     await aclose_old_connections()
     turn = await _new_turn(conversation_id, user, text)
-    return await _launch(turn)
+    first = turn.conversation.title_source == Conversation.TitleSource.FIRST_LINE and len(turn.history) == 1
+    return await _launch(turn, then=write_title if first and settings.CHAT_TITLE_MODEL != "off" else None)
 
 
 async def retry_reply(conversation_id: UUID, user, message_id: UUID) -> Generation:
@@ -162,6 +168,73 @@ async def continue_reply(conversation_id: UUID, user, message_id: UUID) -> Gener
     await aclose_old_connections()
     turn = await _continue_turn(conversation_id, user, message_id)
     return await _launch(turn, continuation=True)
+
+
+TITLE_PROMPT = (
+    "Write a title of at most six words for the conversation below, in the language the user wrote in. "
+    "Answer with the title only: no quotes, no punctuation at the end, no markdown."
+)
+TITLE_INPUT_CHARS = 2000  # of the question and of the reply: enough to tell what it is about
+
+
+async def write_title(reply: Message) -> None:
+    """After a conversation's first reply completed: a separate model call
+    (tagged ``title``, never part of the chat's stream or transcript) writes a
+    short title, which every open tab gets in its header, sidebar and tab.
+    A failed or slow call, or a rename meanwhile, leaves the title as it is."""
+    try:
+        conversation, question = await _title_inputs(reply)
+        key = settings.CHAT_TITLE_MODEL or conversation.model_key
+        spec = providers.get_model(key)
+        if spec is None:
+            logger.warning("no title for conversation %s: model %r is not offered", conversation.id, key)
+            return
+        request = ChatRequest(
+            model=spec,
+            messages=[
+                ChatMessage(role="user", content=question[:TITLE_INPUT_CHARS]),
+                ChatMessage(role="assistant", content=reply.content[:TITLE_INPUT_CHARS]),
+                ChatMessage(role="user", content=TITLE_PROMPT),
+            ],
+            max_tokens=TITLE_MAX_TOKENS,
+            tags=("title",),
+        )
+        text, usage = [], None
+        async with asyncio.timeout(settings.CHAT_TITLE_TIMEOUT_SECONDS):
+            async for event in providers.get_provider(spec.provider).events(request):
+                if isinstance(event, TextDelta):
+                    text.append(event.text)
+                elif isinstance(event, Usage):
+                    usage = event
+        title = clean_title("".join(text))
+        if not title:
+            logger.warning("no title for conversation %s: the model answered nothing usable", conversation.id)
+            return
+        tokens = (usage.input_tokens, usage.output_tokens) if usage else (None, None)
+        if await database_sync_to_async(conversation.take_model_title)(title, spec.key, *tokens):
+            await frames.broadcast(conversation.id, await database_sync_to_async(frames.title)(conversation))
+    except (ProviderError, TimeoutError) as exc:
+        logger.warning("no title for conversation of reply %s: %s", reply.id, exc)
+    except Exception:
+        logger.exception("no title for conversation of reply %s", reply.id)
+
+
+TITLE_MAX_TOKENS = 30
+
+
+@database_sync_to_async
+def _title_inputs(reply: Message) -> tuple[Conversation, str]:
+    conversation = Conversation.objects.get(pk=reply.conversation_id)
+    return conversation, Message.objects.get(pk=reply.parent_id).content
+
+
+def clean_title(text: str) -> str:
+    """A model's answer as a one-line title: no quotes, markdown or final full stop."""
+    line = next((part for part in text.strip().splitlines() if part.strip()), "")
+    line = re.sub(r"^(title|标题)\s*[:：]\s*", "", line.strip().strip("#*_`").strip(), flags=re.I)
+    for _pass in range(2):  # a quoted title may end in a full stop, inside or outside the quotes
+        line = line.strip().strip("\"'“”‘’「」《》*_`").rstrip("。.!！?？,，;；:：")
+    return line if len(line) <= TITLE_CHARS else line[: TITLE_CHARS - 1].rstrip() + "…"
 
 
 async def stop(conversation_id: UUID) -> None:

@@ -54,6 +54,12 @@ def new_bubbles(conversation: Conversation, *messages: Message) -> str:
     return render_to_string("conversations/_append.html", {"conversation": conversation, "new_messages": messages})
 
 
+def title(conversation: Conversation) -> str:
+    """The conversation's new title: header and sidebar entry, out of band
+    (chat.js keeps the browser tab's title in step with the header)."""
+    return render_to_string("conversations/_title.html", {"conversation": conversation, "header_oob": True})
+
+
 def composer_ack() -> str:
     """To the socket that sent: the message was taken, clear the composer."""
     return render_to_string("conversations/_composer_ack.html")

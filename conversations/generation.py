@@ -33,6 +33,7 @@ from conversations.providers.base import ChatRequest, Finish, ProviderError, Rea
 logger = logging.getLogger(__name__)
 
 _active: dict[UUID, Generation] = {}
+_after: set[asyncio.Task] = set()  # follow-up tasks (a title), referenced until done
 
 
 def get_active(conversation_id: UUID) -> Generation | None:
@@ -42,6 +43,11 @@ def get_active(conversation_id: UUID) -> Generation | None:
 def running() -> list[Generation]:
     """The generations this process is writing now."""
     return list(_active.values())
+
+
+def follow_ups() -> list[asyncio.Task]:
+    """Tasks started after a reply completed (a title call) that are still running."""
+    return list(_after)
 
 
 def register(generation: Generation) -> None:
@@ -64,8 +70,10 @@ class Generation:
     numbered (``seq``) so that a joiner can drop what its snapshot holds.
     """
 
-    def __init__(self, message: Message, request: ChatRequest) -> None:
+    def __init__(self, message: Message, request: ChatRequest, *, then=None) -> None:
+        """``then(message)``: a coroutine function run after the reply completed."""
         self.message = message
+        self._then = then
         self.conversation_id = message.conversation_id
         self.request = request
         self.provider = providers.get_provider(request.model.provider)
@@ -307,6 +315,9 @@ class Generation:
                 del _active[self.conversation_id]
             await self._end_control()
             self.done.set()
+        if self._then is not None and message.status == Message.Status.COMPLETE:
+            _after.add(task := asyncio.create_task(self._then(message), context=contextvars.Context()))
+            task.add_done_callback(_after.discard)
 
     async def _end_control(self) -> None:
         """Let the control loop return by itself.  It shares channels-redis'

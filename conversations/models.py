@@ -71,7 +71,19 @@ class Conversation(models.Model):
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, models.CASCADE, related_name="conversations", verbose_name=_("owner")
     )
+
+    class TitleSource(models.TextChoices):
+        NONE = "", _("None")
+        FIRST_LINE = "first_line", _("First line of the first message")
+        MODEL = "model", _("Written by a model")
+        USER = "user", _("Set by the user")
+
     title = models.CharField(_("title"), max_length=200, blank=True)
+    title_source = models.CharField(_("title source"), max_length=16, choices=TitleSource.choices, blank=True)
+    # The title call's own provenance and usage, kept apart from the replies'.
+    title_model = models.CharField(_("title model"), max_length=200, blank=True)
+    title_input_tokens = models.PositiveIntegerField(_("title input tokens"), null=True, blank=True)
+    title_output_tokens = models.PositiveIntegerField(_("title output tokens"), null=True, blank=True)
     model_key = models.CharField(_("model"), max_length=200, blank=True, help_text=_("provider:model"))
     system_prompt = models.TextField(_("system prompt"), blank=True)
     temperature = models.FloatField(_("temperature"), null=True, blank=True)
@@ -110,7 +122,30 @@ class Conversation(models.Model):
             return False
         line = " ".join(text.split())
         self.title = line if len(line) <= TITLE_CHARS else line[: TITLE_CHARS - 1].rstrip() + "…"
+        self.title_source = self.TitleSource.FIRST_LINE
         return True
+
+    def rename(self, title: str) -> None:
+        """The user's own title, which no model title ever replaces."""
+        self.title, self.title_source = title, self.TitleSource.USER
+        self.save(update_fields=["title", "title_source"])
+
+    def take_model_title(self, title: str, model_key: str, tokens_in: int | None, tokens_out: int | None) -> bool:
+        """Replace the first-line title with a model's; False (nothing saved)
+        when the title is no longer the first line's (the user renamed it)."""
+        fields = {
+            "title": title,
+            "title_source": self.TitleSource.MODEL,
+            "title_model": model_key,
+            "title_input_tokens": tokens_in,
+            "title_output_tokens": tokens_out,
+        }
+        # One conditional UPDATE, so a rename that lands meanwhile wins.
+        taken = Conversation.objects.filter(pk=self.pk, title_source=self.TitleSource.FIRST_LINE).update(**fields)
+        if taken:
+            for name, value in fields.items():
+                setattr(self, name, value)
+        return bool(taken)
 
     def touch(self, *fields: str) -> None:
         """Mark it active now, saving ``fields`` too."""

@@ -175,10 +175,10 @@ def rename(request: HttpRequest, conversation_id: UUID) -> HttpResponse:
     conv = _get_conversation_for_user(request, conversation_id)
     form = RenameForm(request.POST)
     if form.is_valid():
-        conv.title = form.cleaned_data["title"]
-        conv.save(update_fields=["title"])
+        conv.rename(form.cleaned_data["title"])
     if request.htmx:
-        return render(request, "conversations/detail.html#title", {"conversation": conv})
+        # The header, and the sidebar entry out of band.
+        return render(request, "conversations/_title.html", {"conversation": conv, "header_oob": False})
     return redirect(conv)
 
 

@@ -10,6 +10,9 @@ from django.test import Client
 from conversations.models import Conversation, Message
 from tests.fakes import PROVIDER_ENV
 
+# The same for the servers tests start as child processes.
+os.environ["CHAT_TITLE_MODEL"] = "off"
+
 
 @pytest.fixture(autouse=True)
 def _isolated_provider_env(monkeypatch, settings):
@@ -19,6 +22,8 @@ def _isolated_provider_env(monkeypatch, settings):
     settings.CHAT_MODELS = ""
     settings.CHAT_DEMO_MODEL = ""
     settings.CHAT_DEMO_TOKEN_DELAY_MS = 0
+    # No title calls unless a test asks: one would outlive the test's reply.
+    settings.CHAT_TITLE_MODEL = "off"
 
 
 @pytest.fixture(scope="session", autouse=True)

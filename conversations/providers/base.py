@@ -131,6 +131,9 @@ class ChatRequest:
     temperature: float | None = None
     max_tokens: int | None = None  # None: the model's default, then the provider's
     extra: dict = field(default_factory=dict)  # reserved; providers ignore unknown keys
+    # What the call is for ("chat", "title"): a caller keeps each call's events
+    # to its own consumer, so a title never reaches the chat's stream.
+    tags: tuple[str, ...] = ("chat",)
 
 
 class Provider:

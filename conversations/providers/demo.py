@@ -19,6 +19,7 @@ from django.utils.translation import gettext
 from conversations.providers.base import ChatRequest, Event, Finish, FinishReason, Provider, TextDelta, Usage
 
 QUOTE_LIMIT = 200  # characters of the user's message quoted back
+TITLE_WORDS = 5
 _TOKEN = re.compile(r"\s*\S+|\s+")
 
 _TABLE = """| Feature | Demo |
@@ -74,6 +75,10 @@ class DemoProvider(Provider):
 
     def _pieces(self, request: ChatRequest) -> tuple[list[str], Finish]:
         last_user = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
+        if "title" in request.tags:
+            # A title call: the first few words of what the user first wrote.
+            first_user = next((m.content for m in request.messages if m.role == "user"), "")
+            return tokens(" ".join(first_user.split()[:TITLE_WORDS])), Finish(FinishReason.STOP, "stop")
         pieces = tokens(reply_text(last_user))
         limit = request.max_tokens or request.model.max_tokens
         if limit and len(pieces) > limit:

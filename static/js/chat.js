@@ -40,7 +40,16 @@
 
   // The server acknowledges a saved message; only then is the text cleared,
   // so a refused send (a reply is still streaming) keeps what was typed.
+  // The browser tab shows the conversation's title, wherever it changed
+  // (a rename here, a title written by a model, a rename in another tab).
+  function syncTabTitle() {
+    var heading = $("#conversation-title");
+    if (heading && document.title !== heading.textContent.trim()) document.title = heading.textContent.trim();
+  }
+  document.addEventListener("htmx:afterSettle", syncTabTitle);
+
   document.addEventListener("htmx:wsAfterMessage", function () {
+    syncTabTitle();
     var ack = $("#composer-ack");
     if (ack && ack.dataset.sent) {
       delete ack.dataset.sent;
