@@ -47,7 +47,9 @@ class _Turn:
     settled: list[Message] = field(default_factory=list)  # a dead worker's replies, now interrupted
 
 
-def _lock_idle(conversation_id: UUID, user) -> tuple[Conversation, ModelSpec, list[Message]]:
+def _lock_idle(
+    conversation_id: UUID, user, *, need_model: bool = True
+) -> tuple[Conversation, ModelSpec, list[Message]]:
     """Inside a transaction: the conversation, row-locked, with no reply being
     written in any worker, the model it uses, and the dead replies just
     settled.  Holding the row lock, two sends cannot both pass.  Raises
@@ -60,7 +62,7 @@ def _lock_idle(conversation_id: UUID, user) -> tuple[Conversation, ModelSpec, li
     if conversation.messages.streaming().exists():
         raise ReplyRefused(busy)
     spec = providers.get_model(conversation.model_key)
-    if spec is None:
+    if spec is None and need_model:
         raise ReplyRefused(_("Choose a model for this conversation first."))
     return conversation, spec, settled
 
@@ -82,19 +84,61 @@ def _new_turn(conversation_id: UUID, user, text: str) -> _Turn:
     return _Turn(conversation, reply, [*history, question], frames.new_bubbles(conversation, question, reply), settled)
 
 
+def _offered(model_key: str) -> ModelSpec:
+    spec = providers.get_model(model_key)
+    if spec is None:
+        raise ReplyRefused(_("That model is not offered here."))
+    return spec
+
+
 @database_sync_to_async
-def _retry_turn(conversation_id: UUID, user, message_id: UUID) -> _Turn:
+def _regenerate_turn(conversation_id: UUID, user, message_id: UUID, model_key: str) -> _Turn:
+    with transaction.atomic():
+        conversation, spec, settled = _lock_idle(conversation_id, user)
+        if model_key:
+            spec = _offered(model_key)
+        branch = conversation.transcript()
+        index = branch.index_of(message_id)
+        if index is None or not branch[index].is_assistant:
+            raise ReplyRefused(_("That reply can no longer be regenerated."))
+        # A sibling of the old reply: the branch now follows the new one, and
+        # the old one (with anything after it) stays stored on its branch.
+        Message.start_reply(conversation, branch[index].parent, spec)
+        conversation.touch()
+    now = conversation.transcript()
+    reply = now[-1]  # the new reply, knowing its place among its siblings
+    # The last reply's bubble is replaced in place; from further up, the rest
+    # of the transcript changes too.
+    shown = "" if index == len(branch) - 1 else frames.transcript(conversation, now)
+    return _Turn(conversation, reply, branch[:index], shown, settled)
+
+
+@database_sync_to_async
+def _edit_turn(conversation_id: UUID, user, message_id: UUID, text: str) -> _Turn:
     with transaction.atomic():
         conversation, spec, settled = _lock_idle(conversation_id, user)
         branch = conversation.transcript()
         index = branch.index_of(message_id)
-        if index is None or not branch[index].is_assistant:
-            raise ReplyRefused(_("That reply can no longer be retried."))
-        # A sibling of the failed reply: the branch now follows the new one,
-        # and the old one stays stored for review.
-        reply = Message.start_reply(conversation, branch[index].parent, spec)
+        if index is None or branch[index].role != Message.Role.USER:
+            raise ReplyRefused(_("That message can no longer be edited."))
+        old = branch[index]
+        question = Message.objects.create(conversation=conversation, parent=old.parent, role=old.role, content=text)
+        reply = Message.start_reply(conversation, question, spec)
         conversation.touch()
-    return _Turn(conversation, reply, branch[:index], settled=settled)
+    shown = frames.transcript(conversation, conversation.transcript())
+    return _Turn(conversation, reply, [*branch[:index], question], shown, settled)
+
+
+@database_sync_to_async
+def _switch(conversation_id: UUID, user, message_id: UUID) -> str:
+    with transaction.atomic():
+        conversation, _spec, _settled = _lock_idle(conversation_id, user, need_model=False)
+        message = conversation.messages.filter(pk=message_id).first()
+        if message is None:
+            raise ReplyRefused(_("That message was not found."))
+        message.show()
+        conversation.touch()
+    return frames.transcript(conversation, conversation.transcript())
 
 
 @database_sync_to_async
@@ -156,11 +200,33 @@ async def start_reply(conversation_id: UUID, user, text: str) -> Generation:
     return await _launch(turn, then=write_title if first and settings.CHAT_TITLE_MODEL != "off" else None)
 
 
-async def retry_reply(conversation_id: UUID, user, message_id: UUID) -> Generation:
-    """Write a new attempt at the reply ``message_id`` (a sibling of it)."""
+async def regenerate_reply(conversation_id: UUID, user, message_id: UUID, model_key: str = "") -> Generation:
+    """Write a new attempt at the reply ``message_id``, a sibling of it, by
+    the conversation's model or by ``model_key`` (the new reply records its own)."""
     await aclose_old_connections()
-    turn = await _retry_turn(conversation_id, user, message_id)
+    turn = await _regenerate_turn(conversation_id, user, message_id, model_key)
     return await _launch(turn, replaces=message_id)
+
+
+async def retry_reply(conversation_id: UUID, user, message_id: UUID) -> Generation:
+    """Regenerate a reply that failed, stopped or was interrupted."""
+    return await regenerate_reply(conversation_id, user, message_id)
+
+
+async def edit_message(conversation_id: UUID, user, message_id: UUID, text: str) -> Generation:
+    """Send ``text`` in place of the user's message ``message_id``: a new
+    sibling of it with a new reply; the old one and all after it stay stored."""
+    await aclose_old_connections()
+    turn = await _edit_turn(conversation_id, user, message_id, text)
+    return await _launch(turn)
+
+
+async def switch_branch(conversation_id: UUID, user, message_id: UUID) -> None:
+    """Show the branch through ``message_id`` (a sibling of one shown), down
+    to the leaf last seen in it, in every open tab, and remember it."""
+    await aclose_old_connections()
+    html = await _switch(conversation_id, user, message_id)
+    await frames.broadcast(conversation_id, html)
 
 
 async def continue_reply(conversation_id: UUID, user, message_id: UUID) -> Generation:

@@ -28,9 +28,9 @@ logger = logging.getLogger(__name__)
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
 
-ACTIONS = {"send", "stop", "retry", "continue"}
+ACTIONS = {"send", "stop", "retry", "continue", "regenerate", "edit", "switch"}
 # What htmx-ext-ws puts in a frame besides our fields.
-ALLOWED_FIELDS = {"action", "text", "message", "csrfmiddlewaretoken", "HEADERS"}
+ALLOWED_FIELDS = {"action", "text", "message", "model", "csrfmiddlewaretoken", "HEADERS"}
 
 
 @database_sync_to_async
@@ -124,18 +124,36 @@ class ConversationConsumer(AsyncWebsocketConsumer):
     async def _on_continue(self, data: dict) -> None:
         await self._on_message_action(data, actions.continue_reply)
 
-    async def _on_message_action(self, data: dict, start) -> None:
+    async def _on_regenerate(self, data: dict) -> None:
+        model = data.get("model") or ""
+        if not isinstance(model, str):
+            await self._error(_("That model is not offered here."))
+            return
+        await self._on_message_action(data, actions.regenerate_reply, model)
+
+    async def _on_edit(self, data: dict) -> None:
+        text = data.get("text")
+        form = MessageForm({"text": text if isinstance(text, str) else ""})
+        if not form.is_valid():
+            await self._error(form.errors["text"][0])
+            return
+        await self._on_message_action(data, actions.edit_message, form.cleaned_data["text"])
+
+    async def _on_switch(self, data: dict) -> None:
+        await self._on_message_action(data, actions.switch_branch)
+
+    async def _on_message_action(self, data: dict, start, *more) -> None:
         try:
             message_id = UUID(str(data.get("message")))
         except ValueError:
-            await self._error(_("That reply was not found."))
+            await self._error(_("That message was not found."))
             return
-        await self._start(start, message_id)
+        await self._start(start, message_id, *more)
 
-    async def _start(self, action, argument) -> bool:
-        """Run a reply action; a refusal shows under the composer.  True if it started."""
+    async def _start(self, action, *arguments) -> bool:
+        """Run an action; a refusal shows under the composer.  True if it went ahead."""
         try:
-            await action(self.conversation_id, self.user, argument)
+            await action(self.conversation_id, self.user, *arguments)
         except actions.ReplyRefused as refusal:
             await self._error(refusal.message)
         except Conversation.DoesNotExist:

@@ -15,10 +15,11 @@ from uuid import UUID
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.template.loader import render_to_string
 from django.utils.html import format_html
 
-from conversations.models import Conversation, Message
+from conversations.models import Conversation, Feedback, Message, Transcript
 
 
 def group_name(conversation_id: UUID | str) -> str:
@@ -46,6 +47,18 @@ def streaming_bubble(message: Message, content: str, reasoning: str, *, replaces
     shown = copy.copy(message)
     shown.content, shown.reasoning, shown.status = content, reasoning, Message.Status.STREAMING
     return bubble(shown, replaces=replaces)
+
+
+def transcript(conversation: Conversation, shown: Transcript) -> str:
+    """The whole transcript window again (a branch changed), for every tab of
+    the owner's, with the owner's ratings."""
+    messages, earlier_before = shown.window(settings.CHAT_PAGE_MESSAGES)
+    context = {
+        "conversation": conversation,
+        "transcript": Feedback.attach(messages, conversation.owner),
+        "earlier_before": earlier_before,
+    }
+    return render_to_string("conversations/_transcript.html", context)
 
 
 def new_bubbles(conversation: Conversation, *messages: Message) -> str:

@@ -264,12 +264,18 @@ class Message(models.Model):
     # the renderer version it was made with.
     html = models.TextField(_("rendered HTML"), blank=True, editable=False)
     html_version = models.PositiveSmallIntegerField(_("renderer version"), default=0, editable=False)
+    # When the user last switched to this message among its siblings: the
+    # branch shown follows, at every fork, the sibling shown or created last.
+    shown_at = models.DateTimeField(_("last shown"), null=True, blank=True, editable=False)
 
     objects = MessageQuerySet.as_manager()
 
-    # Not a column: True for the last message of the branch shown (set by
-    # Transcript and by the reply being written), which alone can be continued.
+    # Not columns: True for the last message of the branch shown (set by
+    # Transcript and by the reply being written), which alone can be continued;
+    # and its place among its siblings (set by Transcript for the branch shown).
     is_tail = False
+    sibling_number = sibling_count = 1
+    previous_sibling = next_sibling = None
 
     class Meta:
         verbose_name = _("message")
@@ -369,6 +375,11 @@ class Message(models.Model):
         self.store_html()
         self.first_token_ms, self.duration_ms = first_token_ms, duration_ms
         self.completed_at = timezone.now()
+
+    def show(self) -> None:
+        """Make this message the one shown among its siblings (a branch switch)."""
+        self.shown_at = timezone.now()
+        self.save(update_fields=["shown_at"])
 
     def save_finished(self) -> None:
         """The one write at the end of a reply."""
@@ -526,11 +537,19 @@ class TreeNode:
     attempts: int
 
 
+def _shown_order(message: Message):
+    """Among siblings, the one shown is the latest switched to or created."""
+    when = max(message.created_at, message.shown_at) if message.shown_at else message.created_at
+    return when, message.created_at, str(message.id)
+
+
 class Transcript:
     """A conversation's messages as a tree (``parent``), and the branch shown.
 
-    The shown branch follows the newest child at every step, so a retried
-    reply replaces the failed one on screen while both stay stored.  Iterating,
+    At every fork the branch shown follows the sibling the user switched to
+    or that was created last, whichever happened later: a regenerated reply or
+    an edited message replaces the old one on screen while both stay stored,
+    and a switch back finds the subtree as it was last seen.  Iterating,
     indexing and ``len`` are over that branch, root first.
     """
 
@@ -542,8 +561,13 @@ class Transcript:
         self.branch: list[Message] = []
         step = self.children.get(None)
         while step:
-            self.branch.append(step[-1])  # later siblings win
-            step = self.children.get(step[-1].id)
+            shown = max(step, key=_shown_order)
+            number = step.index(shown)
+            shown.sibling_number, shown.sibling_count = number + 1, len(step)
+            shown.previous_sibling = step[number - 1].id if number else None
+            shown.next_sibling = step[number + 1].id if number + 1 < len(step) else None
+            self.branch.append(shown)
+            step = self.children.get(shown.id)
         if self.branch:
             self.branch[-1].is_tail = True
 

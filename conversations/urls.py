@@ -19,5 +19,8 @@ urlpatterns = [
     path("c/<uuid:conversation_id>/stop/", views.stop, name="stop"),
     path("c/<uuid:conversation_id>/m/<uuid:message_id>/retry/", views.retry, name="retry"),
     path("c/<uuid:conversation_id>/m/<uuid:message_id>/continue/", views.continue_reply, name="continue"),
+    path("c/<uuid:conversation_id>/m/<uuid:message_id>/regenerate/", views.regenerate, name="regenerate"),
+    path("c/<uuid:conversation_id>/m/<uuid:message_id>/edit/", views.edit_message, name="edit_message"),
+    path("c/<uuid:conversation_id>/m/<uuid:message_id>/switch/", views.switch, name="switch"),
     path("c/<uuid:conversation_id>/m/<uuid:message_id>/feedback/", views.feedback, name="feedback"),
 ]

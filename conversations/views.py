@@ -161,13 +161,33 @@ async def continue_reply(request: HttpRequest, conversation_id: UUID, message_id
     return await _message_action(request, conversation_id, message_id, actions.continue_reply)
 
 
-async def _message_action(request: HttpRequest, conversation_id: UUID, message_id: UUID, start) -> HttpResponse:
+async def _message_action(request: HttpRequest, conversation_id: UUID, message_id: UUID, start, *more) -> HttpResponse:
     conv, user = await _aget_conversation_for_user(request, conversation_id)
     try:
-        await start(conv.id, user, message_id)
+        await start(conv.id, user, message_id, *more)
     except actions.ReplyRefused as refusal:
         return await sync_to_async(_render_detail)(request, conv, status=409, composer_error=refusal.message)
     return redirect(conv)
+
+
+@require_POST
+async def regenerate(request: HttpRequest, conversation_id: UUID, message_id: UUID) -> HttpResponse:
+    model = request.POST.get("model", "")
+    return await _message_action(request, conversation_id, message_id, actions.regenerate_reply, model)
+
+
+@require_POST
+async def edit_message(request: HttpRequest, conversation_id: UUID, message_id: UUID) -> HttpResponse:
+    form = MessageForm(request.POST)
+    if not form.is_valid():
+        conv, _user = await _aget_conversation_for_user(request, conversation_id)
+        return await sync_to_async(_render_detail)(request, conv, status=409, composer_error=form.errors["text"][0])
+    return await _message_action(request, conversation_id, message_id, actions.edit_message, form.cleaned_data["text"])
+
+
+@require_POST
+async def switch(request: HttpRequest, conversation_id: UUID, message_id: UUID) -> HttpResponse:
+    return await _message_action(request, conversation_id, message_id, actions.switch_branch)
 
 
 @require_POST
