@@ -242,3 +242,22 @@ def test_it_renders_a_long_conversation_with_constant_queries(alice, alice_clien
             assert alice_client.get(conversation.get_absolute_url()).status_code == 200
         counts.append(len(captured.captured_queries))
     assert counts[0] == counts[1]
+
+
+def _stopped_reply(conversation, parent, content):
+    return Message.objects.create(
+        conversation=conversation, parent=parent, role="assistant", content=content, status="stopped"
+    )
+
+
+def test_only_the_last_stopped_reply_offers_continue(alice_client, conversation):
+    first = Message.objects.create(conversation=conversation, role="user", content="Q1")
+    older = _stopped_reply(conversation, first, "cut short")
+    second = Message.objects.create(conversation=conversation, parent=older, role="user", content="Q2")
+    newest = _stopped_reply(conversation, second, "cut short again")
+
+    body = alice_client.get(reverse("conversation", args=[conversation.id])).content.decode()
+
+    assert reverse("continue", args=[conversation.id, newest.id]) in body
+    assert reverse("continue", args=[conversation.id, older.id]) not in body
+    assert reverse("retry", args=[conversation.id, older.id]) in body  # it can still be retried

@@ -13,6 +13,12 @@ def markdown(text: str) -> SafeString:
     return render_markdown(text)
 
 
+@register.simple_tag
+def offered_models() -> list:
+    """The models the picker offers (for "Regenerate with…")."""
+    return providers.offered_models()
+
+
 @register.filter
 def model_label(msg) -> str:
     """The picker's label for the model that wrote ``msg``, else its raw id."""

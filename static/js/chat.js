@@ -16,6 +16,12 @@
 
   document.addEventListener("keydown", function (event) {
     var textarea = composerText();
+    var editing = event.target.closest && event.target.closest("details.edit");
+    if (editing && event.key === "Escape") {
+      event.preventDefault();  // cancel the edit, not the reply
+      editing.open = false;
+      return;
+    }
     if (event.key === "Escape") {
       var stop = $("#stop-button");
       if (stop && document.querySelector('.msg[data-status="streaming"]')) {
@@ -24,15 +30,24 @@
       }
       return;
     }
-    if (event.target !== textarea || event.key !== "Enter") return;
+    var isEdit = event.target.classList && event.target.classList.contains("edit-text");
+    if ((event.target !== textarea && !isEdit) || event.key !== "Enter") return;
     // An input method (Chinese, Japanese, Korean…) uses Enter to pick a
     // candidate: never send while it is composing. keyCode 229 covers
     // browsers that end composition before firing keydown.
     if (event.isComposing || event.keyCode === 229) return;
     if (event.shiftKey || event.altKey || event.ctrlKey || event.metaKey) return;
     event.preventDefault();
-    if (textarea.value.trim()) textarea.form.requestSubmit();
+    if (event.target.value.trim()) event.target.form.requestSubmit();
   });
+
+  // Opening an edit puts the cursor at the end of the message.
+  document.addEventListener("toggle", function (event) {
+    var details = event.target;
+    if (!details.matches || !details.matches("details.edit") || !details.open) return;
+    var text = details.querySelector(".edit-text");
+    if (text) { text.focus(); text.setSelectionRange(text.value.length, text.value.length); }
+  }, true);
 
   document.addEventListener("input", function (event) {
     if (event.target === composerText()) grow(event.target);
