@@ -18,7 +18,7 @@ from django.db.models import Avg, Count, Q, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from conversations.models import Conversation, Feedback, Flag, Message
+from conversations.models import Conversation, Feedback, Flag, Message, Transcript
 
 PERMISSION = "conversations.review_conversation"
 MILLION = Decimal(1_000_000)
@@ -100,41 +100,7 @@ def usage_by_conversation(conversation_ids) -> dict:
     return usage
 
 
-# --- The message tree -------------------------------------------------------
-
-
-@dataclass
-class Node:
-    message: Message
-    depth: int
-    current: bool  # on the branch the user sees now
-    superseded: bool  # a later sibling (a Retry) replaced it
-    attempt: int  # 1-based position among its siblings
-    attempts: int
-
-
-def tree(messages: list[Message]) -> list[Node]:
-    """Every message once, depth first in creation order, marked like
-    Conversation.transcript() marks the current branch (newest child wins)."""
-    messages = sorted(messages, key=lambda m: (m.created_at, str(m.id)))
-    children: dict = defaultdict(list)
-    for m in messages:
-        children[m.parent_id].append(m)
-    current_ids, step = set(), children.get(None)
-    while step:
-        current_ids.add(step[-1].id)
-        step = children.get(step[-1].id)
-    nodes: list[Node] = []
-    # Iterative, so a 1,000-message chain does not hit the recursion limit.
-    stack = [(m, 0, i + 1, len(children[None])) for i, m in reversed(list(enumerate(children[None])))]
-    while stack:
-        m, depth, attempt, attempts = stack.pop()
-        nodes.append(Node(m, depth, m.id in current_ids, attempt < attempts, attempt, attempts))
-        kids = children.get(m.id, [])
-        # A chain (one child) stays at the same depth; only a fork indents.
-        child_depth = depth + 1 if len(kids) > 1 else depth
-        stack.extend((k, child_depth, i + 1, len(kids)) for i, k in reversed(list(enumerate(kids))))
-    return nodes
+# --- The review page --------------------------------------------------------
 
 
 def review_context(conversation: Conversation) -> dict:
@@ -149,7 +115,7 @@ def review_context(conversation: Conversation) -> dict:
     for m in messages:
         m.review_feedback = feedback.get(m.id, [])
         m.review_flags = flags.get(m.id, [])
-    return {"nodes": tree(messages), "conversation_flags": flags.get(None, [])}
+    return {"nodes": Transcript(messages).tree(), "conversation_flags": flags.get(None, [])}
 
 
 # --- Statistics -------------------------------------------------------------
@@ -267,7 +233,7 @@ def _iso(value) -> str | None:
 def conversation_record(conversation: Conversation) -> dict:
     """One conversation with every message (all branches) and its metadata.
     Expects messages, their feedback and the flags prefetched."""
-    nodes = tree(list(conversation.messages.all()))
+    nodes = Transcript(conversation.messages.all()).tree()
     return {
         "id": str(conversation.id),
         "owner": conversation.owner.get_username(),

@@ -16,7 +16,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from conversations import review
-from conversations.models import AuditLog, Conversation, Feedback, Flag, Message
+from conversations.models import AuditLog, Conversation, Feedback, Flag, Message, Transcript
 
 pytestmark = pytest.mark.django_db
 
@@ -227,6 +227,16 @@ def test_it_shows_every_branch_once_and_marks_the_retried_reply(rita_client, con
     assert body.index("first attempt") < body.index("second attempt")
     assert body.count("superseded by a retry") == 1
     assert "attempt 1 of 2" in body and "attempt 2 of 2" in body
+
+
+def test_the_review_page_draws_each_message_with_the_chats_bubble(rita_client, conversation, reply):
+    body = _body(rita_client.get(_review_url(conversation)))
+
+    # What conversations/_message.html emits, in the reviewer's mode: no owner controls.
+    assert f'<div class="content markdown" id="msg-{reply.id}-content">' in body
+    assert f'id="msg-{reply.id}-thinking"' in body
+    assert f'id="msg-{reply.id}-feedback"' not in body and "Regenerate" not in body
+    assert "<style" not in body and "css/review.css" in body
 
 
 def test_it_gives_superusers_the_review_permission(root_client, secret):
@@ -469,7 +479,7 @@ def test_it_orders_the_tree_and_marks_the_current_branch(conversation):
         conversation=conversation, parent=q, role="assistant", created_at=t0 + timedelta(seconds=2)
     )
     q2 = Message.objects.create(conversation=conversation, parent=a2, role="user", created_at=t0 + timedelta(seconds=3))
-    nodes = review.tree(list(conversation.messages.all()))
+    nodes = Transcript(conversation.messages.all()).tree()
     assert [n.message.pk for n in nodes] == [q.pk, a1.pk, a2.pk, q2.pk]
     assert [n.current for n in nodes] == [True, False, True, True]
     assert [n.superseded for n in nodes] == [False, True, False, False]
