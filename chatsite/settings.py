@@ -265,6 +265,11 @@ CHAT_GC_TUNING = envbool("CHAT_GC_TUNING", True)
 CHAT_CHECKPOINT_SECONDS = envfloat("CHAT_CHECKPOINT_SECONDS", 2.0)
 CHAT_HEARTBEAT_SECONDS = envfloat("CHAT_HEARTBEAT_SECONDS", 10.0)
 CHAT_HEARTBEAT_TIMEOUT_SECONDS = envfloat("CHAT_HEARTBEAT_TIMEOUT_SECONDS", 30.0)
-# CHAT_MODEL_PRICES: JSON {"provider:model": [input, output]} in USD per million
-# tokens, for the admin's cost column (blank for models without a price).
-CHAT_MODEL_PRICES = os.environ.get("CHAT_MODEL_PRICES", "")
+# Prices come from the model catalogue alone (built-in, or CHAT_MODEL_OPTIONS'
+# price_in/price_out); the old second source is refused rather than ignored.
+if os.environ.get("CHAT_MODEL_PRICES"):
+    raise ImproperlyConfigured(
+        "CHAT_MODEL_PRICES is no longer read: put prices in CHAT_MODEL_OPTIONS, e.g. "
+        'CHAT_MODEL_OPTIONS=\'{"openai:gpt-4.1-mini": {"price_in": 0.40, "price_out": 1.60}}\' '
+        "(USD per million input and output tokens)."
+    )

@@ -9,15 +9,14 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from asgiref.sync import sync_to_async
-from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
 from django.db.models import Avg, Count, Q, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
+from conversations import providers
 from conversations.models import Conversation, Feedback, Flag, Message, Transcript
 
 PERMISSION = "conversations.review_conversation"
@@ -35,28 +34,8 @@ def can_review(user) -> bool:
 
 
 def model_prices() -> dict[str, tuple[Decimal, Decimal]]:
-    """CHAT_MODEL_PRICES, validated: {"provider:model": (input, output)} in USD per million tokens."""
-    raw = getattr(settings, "CHAT_MODEL_PRICES", "") or ""
-    if isinstance(raw, dict):
-        data = raw
-    elif not raw.strip():
-        return {}
-    else:
-        try:
-            data = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise ImproperlyConfigured(f"CHAT_MODEL_PRICES is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ImproperlyConfigured('CHAT_MODEL_PRICES must be a JSON object like {"openai:gpt-4.1-mini": [0.4, 1.6]}.')
-    prices = {}
-    for key, pair in data.items():
-        if not isinstance(pair, list | tuple) or len(pair) != 2:
-            raise ImproperlyConfigured(f"CHAT_MODEL_PRICES[{key!r}] must be [input, output] per million tokens.")
-        try:
-            prices[key] = (Decimal(str(pair[0])), Decimal(str(pair[1])))
-        except InvalidOperation:
-            raise ImproperlyConfigured(f"CHAT_MODEL_PRICES[{key!r}] is not a pair of numbers: {pair!r}.") from None
-    return prices
+    """{"provider:model": (input, output)} in USD per million tokens, from the catalog."""
+    return providers.prices()
 
 
 def cost(usage: list[tuple[str, int, int]], prices: dict[str, tuple[Decimal, Decimal]]) -> Decimal | None:

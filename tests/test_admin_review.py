@@ -407,18 +407,19 @@ def test_it_lists_models_tokens_status_and_feedback(rita_client, three):
     assert "0 open of 1" in body
 
 
-def test_it_shows_cost_only_when_prices_are_configured(rita_client, three, settings):
+def test_it_shows_cost_only_for_models_with_a_price_in_the_catalog(rita_client, three, settings):
     Message.objects.filter(model="gpt-x", input_tokens=10).update(input_tokens=2_000_000, output_tokens=1_000_000)
-    assert "Cost (USD)" not in _body(rita_client.get(CHANGELIST))
-    settings.CHAT_MODEL_PRICES = '{"openai:gpt-x": [0.40, 1.60]}'
+    assert "2.4000" not in _body(rita_client.get(CHANGELIST))  # gpt-x has no price: blank, not zero
+    settings.CHAT_MODEL_OPTIONS = json.dumps({"openai:gpt-x": {"price_in": 0.40, "price_out": 1.60}})
     body = _body(rita_client.get(CHANGELIST))
     assert "Cost (USD)" in body
     assert "2.4000" in body  # 2M in at 0.40 + 1M out at 1.60
 
 
 def test_it_computes_cost_and_leaves_it_blank_for_unpriced_models(settings):
-    settings.CHAT_MODEL_PRICES = '{"a:x": [1, 2]}'
+    settings.CHAT_MODEL_OPTIONS = json.dumps({"a:x": {"price_in": 1, "price_out": 2}})
     prices = review.model_prices()
+    assert prices["anthropic:claude-haiku-4-5"] == (1, 5)  # built-in, whether its key is set or not
     assert str(review.cost([("a:x", 1_000_000, 500_000)], prices)) == "2"
     assert review.cost([("a:x", 1, 1), ("b:y", 5, 5)], prices) is None
     assert review.cost([("b:y", 0, 0)], prices) == 0

@@ -135,6 +135,22 @@ def offered_models() -> list[ModelSpec]:
     return models
 
 
+def prices() -> dict[str, tuple[Decimal, Decimal]]:
+    """USD per million (input, output) tokens of every model with a price,
+    offered now or not (old replies keep their cost): the built-in table and
+    CHAT_MODEL_OPTIONS' ``price_in``/``price_out``, the one source of prices."""
+    options = _model_options()
+    table = {}
+    for key in {*MODEL_SETTINGS, *options}:
+        values = {**MODEL_SETTINGS.get(key, {}), **options.get(key, {})}
+        if values.get("price_in") is not None and values.get("price_out") is not None:
+            table[key] = (
+                _decimal(key, "price_in", values["price_in"]),
+                _decimal(key, "price_out", values["price_out"]),
+            )
+    return table
+
+
 def get_model(key: str) -> ModelSpec | None:
     """The offered model with key "provider:model", or None when not offered."""
     return next((spec for spec in offered_models() if spec.key == key), None)
