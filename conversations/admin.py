@@ -28,9 +28,9 @@ from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
 
-from conversations import review
+from conversations import export, stats, usage
 from conversations.models import AuditLog, Conversation, Flag, Message
-from conversations.review import can_review
+from conversations.permissions import can_review
 
 # Fields of a message that say how it was made, never what it says.
 PROVENANCE_FIELDS = (
@@ -141,9 +141,9 @@ class ReviewChangeList(ChangeList):
         super().get_results(request)
         # Models used and their tokens for the whole page in one query.
         self.result_list = list(self.result_list)
-        usage = review.usage_by_conversation(c.pk for c in self.result_list)
+        used = usage.usage_by_conversation(c.pk for c in self.result_list)
         for conversation in self.result_list:
-            conversation.usage = usage.get(conversation.pk) or review.ModelUsage()
+            conversation.usage = used.get(conversation.pk) or usage.ModelUsage()
         # Searching message content reveals which conversations say what.
         if self.query and request.method == "GET" and can_review(request.user):
             AuditLog.record(request.user, AuditLog.Action.SEARCH, [c.pk for c in self.result_list], query=self.query)
@@ -228,7 +228,7 @@ class ConversationAdmin(admin.ModelAdmin):
         if can_review(request.user):
             columns.append("display_title")
         columns += ["owner", "models_used", "message_count", "tokens_in", "tokens_out"]
-        if review.model_prices():
+        if usage.model_prices():
             columns.append("cost")
         columns += ["status_flags", "feedback", "flags", "updated_at"]
         if can_review(request.user):
@@ -250,8 +250,8 @@ class ConversationAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("models used"))
     def models_used(self, obj: Conversation) -> str:
-        usage = getattr(obj, "usage", None)
-        return ", ".join(usage.keys) if usage and usage.rows else "–"
+        used = getattr(obj, "usage", None)
+        return ", ".join(used.keys) if used and used.rows else "–"
 
     @admin.display(description=_("messages"), ordering="message_count")
     def message_count(self, obj: Conversation) -> int:
@@ -267,8 +267,8 @@ class ConversationAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("cost (USD)"))
     def cost(self, obj: Conversation) -> str:
-        usage = getattr(obj, "usage", None)
-        value = review.cost(usage.rows, review.model_prices()) if usage else None
+        used = getattr(obj, "usage", None)
+        value = usage.cost(used.rows, usage.model_prices()) if used else None
         return "" if value is None else f"{value:.4f}"
 
     @admin.display(description=_("status"))
@@ -305,7 +305,7 @@ class ConversationAdmin(admin.ModelAdmin):
             raise PermissionDenied
         ids = list(queryset.order_by("created_at", "id").values_list("pk", flat=True))
         AuditLog.record(request.user, AuditLog.Action.EXPORT, ids, count=len(ids))
-        lines = review.aexport_lines(ids) if isinstance(request, ASGIRequest) else review.export_lines(ids)
+        lines = export.aexport_lines(ids) if isinstance(request, ASGIRequest) else export.export_lines(ids)
         response = StreamingHttpResponse(lines, content_type="application/jsonl; charset=utf-8")
         stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
         response["Content-Disposition"] = f'attachment; filename="conversations-{stamp}.jsonl"'
@@ -352,7 +352,7 @@ class ConversationAdmin(admin.ModelAdmin):
 
     def review_view(self, request, object_id):
         conversation = self._reviewable(request, object_id)
-        data = review.review_context(conversation)
+        data = conversation.review_context()
         AuditLog.record(request.user, AuditLog.Action.VIEW, [conversation.pk], messages=len(data["nodes"]))
         context = {
             **self.admin_site.each_context(request),
@@ -404,7 +404,7 @@ class ConversationAdmin(admin.ModelAdmin):
             "title": gettext("Reply statistics"),
             "days": days,
             "day_choices": (1, 7, 30, 90, 365),
-            **review.reply_stats(days),
+            **stats.reply_stats(days),
         }
         return TemplateResponse(request, "admin/conversations/conversation/stats.html", context)
 

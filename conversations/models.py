@@ -147,6 +147,20 @@ class Conversation(models.Model):
                 setattr(self, name, value)
         return bool(taken)
 
+    def review_context(self) -> dict:
+        """The review page's data in three queries: messages, feedback, flags."""
+        messages = list(self.messages.all())
+        feedback = defaultdict(list)
+        for f in Feedback.objects.filter(message__conversation=self).select_related("user"):
+            feedback[f.message_id].append(f)
+        flags = defaultdict(list)
+        for flag in Flag.objects.filter(conversation=self).select_related("reviewer"):
+            flags[flag.message_id].append(flag)
+        for m in messages:
+            m.review_feedback = feedback.get(m.id, [])
+            m.review_flags = flags.get(m.id, [])
+        return {"nodes": Transcript(messages).tree(), "conversation_flags": flags.get(None, [])}
+
     def touch(self, *fields: str) -> None:
         """Mark it active now, saving ``fields`` too."""
         self.updated_at = timezone.now()

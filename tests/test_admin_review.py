@@ -15,7 +15,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from conversations import review
+from conversations import export, stats, usage
 from conversations.models import AuditLog, Conversation, Feedback, Flag, Message, Transcript
 
 pytestmark = pytest.mark.django_db
@@ -298,15 +298,15 @@ def test_it_audits_the_delete_confirmation_which_lists_messages(rita_client, rit
 async def test_it_streams_the_same_lines_to_asgi_servers(alice, monkeypatch):
     from asgiref.sync import sync_to_async
 
-    monkeypatch.setattr(review, "EXPORT_BATCH", 2)  # two batches
+    monkeypatch.setattr(export, "EXPORT_BATCH", 2)  # two batches
 
     def make():
         ids = [Conversation.objects.create(owner=alice, title=f"t{i}").pk for i in range(3)]
         Message.objects.create(conversation_id=ids[0], role="user", content="hello")
-        return ids, list(review.export_lines(ids))
+        return ids, list(export.export_lines(ids))
 
     ids, expected = await sync_to_async(make)()
-    streamed = [line async for line in review.aexport_lines(ids)]
+    streamed = [line async for line in export.aexport_lines(ids)]
     assert streamed == expected
     assert len(streamed) == 3
 
@@ -418,11 +418,11 @@ def test_it_shows_cost_only_for_models_with_a_price_in_the_catalog(rita_client, 
 
 def test_it_computes_cost_and_leaves_it_blank_for_unpriced_models(settings):
     settings.CHAT_MODEL_OPTIONS = json.dumps({"a:x": {"price_in": 1, "price_out": 2}})
-    prices = review.model_prices()
+    prices = usage.model_prices()
     assert prices["anthropic:claude-haiku-4-5"] == (1, 5)  # built-in, whether its key is set or not
-    assert str(review.cost([("a:x", 1_000_000, 500_000)], prices)) == "2"
-    assert review.cost([("a:x", 1, 1), ("b:y", 5, 5)], prices) is None
-    assert review.cost([("b:y", 0, 0)], prices) == 0
+    assert str(usage.cost([("a:x", 1_000_000, 500_000)], prices)) == "2"
+    assert usage.cost([("a:x", 1, 1), ("b:y", 5, 5)], prices) is None
+    assert usage.cost([("b:y", 0, 0)], prices) == 0
 
 
 # --- Stats ---------------------------------------------------------------------
@@ -448,8 +448,8 @@ def test_it_computes_replies_tokens_error_rate_and_ttft_per_model_and_day(conver
     Message.objects.create(
         conversation=conversation, role="assistant", provider="demo", model="demo", created_at=now - timedelta(days=40)
     )
-    stats = review.reply_stats(30)
-    (total,) = stats["totals"]
+    result = stats.reply_stats(30)
+    (total,) = result["totals"]
     assert (total.model_key, total.replies, total.errors, total.tokens_in, total.tokens_out) == (
         "demo:demo",
         5,
@@ -460,14 +460,14 @@ def test_it_computes_replies_tokens_error_rate_and_ttft_per_model_and_day(conver
     assert total.error_rate == 0.2
     assert total.ttft_mean == 400
     assert total.ttft_p95 == 1000
-    (day,) = stats["rows"]
+    (day,) = result["rows"]
     assert day.replies == 5 and day.ttft_p95 == 1000
 
 
 def test_it_uses_nearest_rank_percentiles():
-    assert review.percentile([], 95) is None
-    assert review.percentile(list(range(1, 101)), 95) == 95
-    assert review.percentile([7], 95) == 7
+    assert stats.percentile([], 95) is None
+    assert stats.percentile(list(range(1, 101)), 95) == 95
+    assert stats.percentile([7], 95) == 7
 
 
 def test_it_orders_the_tree_and_marks_the_current_branch(conversation):

@@ -1,0 +1,103 @@
+"""Conversations as JSON Lines (every branch, with provenance, ratings and flags), streamed in batches."""
+
+from __future__ import annotations
+
+import json
+
+from asgiref.sync import sync_to_async
+
+from conversations.models import Conversation, Transcript
+
+MESSAGE_FIELDS = (
+    "role",
+    "content",
+    "reasoning",
+    "status",
+    "provider",
+    "model",
+    "parameters",
+    "finish_reason",
+    "finish_reason_raw",
+    "input_tokens",
+    "output_tokens",
+    "first_token_ms",
+    "duration_ms",
+    "error",
+    "error_kind",
+)
+EXPORT_BATCH = 100
+
+
+def _iso(value) -> str | None:
+    return value.isoformat() if value else None
+
+
+def conversation_record(conversation: Conversation) -> dict:
+    """One conversation with every message (all branches) and its metadata.
+    Expects messages, their feedback and the flags prefetched."""
+    nodes = Transcript(conversation.messages.all()).tree()
+    return {
+        "id": str(conversation.id),
+        "owner": conversation.owner.get_username(),
+        "title": conversation.title,
+        "model_key": conversation.model_key,
+        "system_prompt": conversation.system_prompt,
+        "temperature": conversation.temperature,
+        "max_tokens": conversation.max_tokens,
+        "archived": conversation.archived,
+        "created_at": _iso(conversation.created_at),
+        "updated_at": _iso(conversation.updated_at),
+        "flags": [
+            {
+                "message": str(f.message_id) if f.message_id else None,
+                "reason": f.reason,
+                "note": f.note,
+                "resolved": f.resolved,
+                "created_at": _iso(f.created_at),
+            }
+            for f in conversation.flags.all()
+        ],
+        "messages": [
+            {
+                "id": str(n.message.id),
+                "parent": str(n.message.parent_id) if n.message.parent_id else None,
+                "current_branch": n.current,
+                "superseded": n.superseded,
+                **{name: getattr(n.message, name) for name in MESSAGE_FIELDS},
+                "created_at": _iso(n.message.created_at),
+                "completed_at": _iso(n.message.completed_at),
+                "feedback": [
+                    {"rating": f.rating, "comment": f.comment, "updated_at": _iso(f.updated_at)}
+                    for f in n.message.feedback.all()
+                ],
+            }
+            for n in nodes
+        ],
+    }
+
+
+def _export_batch(ids) -> list[str]:
+    conversations = (
+        Conversation.objects.filter(pk__in=ids)
+        .select_related("owner")
+        .prefetch_related("messages__feedback", "flags")
+        .order_by("created_at", "id")
+    )
+    return [json.dumps(conversation_record(c), ensure_ascii=False) + "\n" for c in conversations]
+
+
+def export_lines(conversation_ids):
+    """JSON Lines, one conversation per line, fetched in batches so that a
+    large export neither holds everything in memory nor runs a query per row."""
+    ids = list(conversation_ids)
+    for start in range(0, len(ids), EXPORT_BATCH):
+        yield from _export_batch(ids[start : start + EXPORT_BATCH])
+
+
+async def aexport_lines(conversation_ids):
+    """The same lines for an ASGI server, which streams async iterators only
+    (it would read a sync one whole, with a warning)."""
+    ids = list(conversation_ids)
+    for start in range(0, len(ids), EXPORT_BATCH):
+        for line in await sync_to_async(_export_batch)(ids[start : start + EXPORT_BATCH]):
+            yield line
