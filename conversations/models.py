@@ -342,6 +342,7 @@ class Message(models.Model):
                 "temperature": conversation.temperature,
                 "max_tokens": conversation.max_tokens or spec.max_tokens,
                 "system_prompt": bool(conversation.system_prompt),
+                "streaming": spec.streaming,
             },
         )
 
@@ -416,7 +417,21 @@ class Message(models.Model):
         return rendered
 
     @property
+    def finish_label(self) -> str:
+        """How the reply ended, in the words people use; empty for a natural end."""
+        labels = {
+            "length": _("Cut off at the length limit"),
+            "content_filter": _("Blocked by the provider's filter"),
+            "tool_calls": _("The model asked for a tool"),
+            "refusal": _("The model refused"),
+        }
+        return str(labels.get(self.finish_reason, ""))
+
+    @property
     def tokens_per_second(self) -> float | None:
+        """Output speed while writing; None for a reply that arrived in one piece."""
+        if self.parameters.get("streaming") is False:
+            return None
         if not self.output_tokens or not self.duration_ms:
             return None
         generating_ms = self.duration_ms - (self.first_token_ms or 0)

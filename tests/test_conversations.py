@@ -261,3 +261,46 @@ def test_only_the_last_stopped_reply_offers_continue(alice_client, conversation)
     assert reverse("continue", args=[conversation.id, newest.id]) in body
     assert reverse("continue", args=[conversation.id, older.id]) not in body
     assert reverse("retry", args=[conversation.id, older.id]) in body  # it can still be retried
+
+
+def test_the_footer_says_how_a_reply_ended_in_words(alice_client, conversation):
+    question = Message.objects.create(conversation=conversation, role="user", content="Q")
+    cut = Message.objects.create(
+        conversation=conversation, parent=question, role="assistant", content="partial", finish_reason="length"
+    )
+    Message.objects.create(
+        conversation=conversation,
+        parent=cut,
+        role="assistant",
+        content="",
+        status="error",
+        error="Boom",
+        finish_reason="content_filter",
+    )
+
+    body = alice_client.get(reverse("conversation", args=[conversation.id])).content.decode()
+
+    assert "Cut off at the length limit" in body and "Blocked by the provider&#x27;s filter" in body
+    assert ">length<" not in body and ">content_filter<" not in body
+
+
+def test_an_empty_error_reply_has_no_rating_or_copy_button(alice_client, conversation):
+    question = Message.objects.create(conversation=conversation, role="user", content="Q")
+    failed = Message.objects.create(
+        conversation=conversation, parent=question, role="assistant", content="", status="error", error="Boom"
+    )
+
+    body = alice_client.get(reverse("conversation", args=[conversation.id])).content.decode()
+
+    assert f'id="msg-{failed.id}-feedback"' not in body
+    assert f'data-copy="#msg-{failed.id}-content"' not in body
+    assert reverse("retry", args=[conversation.id, failed.id]) in body
+
+
+def test_a_reply_that_arrived_in_one_piece_shows_no_tokens_per_second():
+    streamed = Message(role="assistant", output_tokens=100, duration_ms=2000, first_token_ms=500)
+    whole = Message(
+        role="assistant", output_tokens=100, duration_ms=2000, first_token_ms=1990, parameters={"streaming": False}
+    )
+    assert streamed.tokens_per_second == pytest.approx(66.7, abs=0.1)
+    assert whole.tokens_per_second is None
