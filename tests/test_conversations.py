@@ -304,3 +304,18 @@ def test_a_reply_that_arrived_in_one_piece_shows_no_tokens_per_second():
     )
     assert streamed.tokens_per_second == pytest.approx(66.7, abs=0.1)
     assert whole.tokens_per_second is None
+
+
+def test_the_model_picker_groups_models_by_provider(alice_client, conversation, settings, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-not-a-real-key")
+    settings.CHAT_MODELS = "openai:same-name=Same,anthropic:same-name=Same"
+    settings.CHAT_DEMO_MODEL = "1"
+
+    body = alice_client.get(reverse("conversation", args=[conversation.id])).content.decode()
+
+    picker = body[body.index('id="model-picker"') : body.index("</select>", body.index('id="model-picker"'))]
+    assert picker.count("<optgroup") == 3
+    assert picker.index('label="OpenAI-compatible"') < picker.index('value="openai:same-name"')
+    assert picker.index('label="Anthropic"') < picker.index('value="anthropic:same-name"')
+    assert '<option value="demo:demo" selected>' in picker
