@@ -24,7 +24,7 @@ from conversations.fakeprovider import (
     expected_text,
     parse_model,
 )
-from conversations.management.commands.fakeprovider import Command as FakeProviderCommand
+from devtools.management.commands.fakeprovider import Command as FakeProviderCommand
 from tests import fakes
 
 fake_server = fakes.fake_server

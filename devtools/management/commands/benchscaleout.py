@@ -33,9 +33,9 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
-from conversations.management.commands.benchstreams import TOKEN, _percentile
-from conversations.management.commands.benchstreams import Command as BenchStreams
-from conversations.processes import app_server, database_env, fake_provider
+from devtools.management.commands.benchstreams import TOKEN, _percentile
+from devtools.management.commands.benchstreams import Command as BenchStreams
+from devtools.processes import app_server, database_env, fake_provider
 
 BUBBLE = re.compile(r'class="msg msg-assistant status-streaming')
 FINAL = re.compile(r'class="msg msg-assistant status-(?!streaming)')

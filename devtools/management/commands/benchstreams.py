@@ -7,7 +7,7 @@ per second (average and peak one-second bucket), added latency, frames per
 second, the server's CPU, memory per socket and its growth across rounds,
 database writes per reply, and the server's worst event-loop lag and garbage
 collection pause while streaming (``CHAT_STALLS_FILE``, see
-``conversations.instrumentation``).
+``devtools.instrumentation``).
 
 Added latency is measured end to end: the fake provider's ``timestamped``
 scenario makes every token ``t<time.time_ns()> `` (its send time); a client
@@ -50,7 +50,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
 from conversations.models import Conversation, Message
-from conversations.processes import app_server, database_env, fake_provider
+from devtools.processes import app_server, database_env, fake_provider
 
 TOKEN = re.compile(r"t(\d{19})(?!\d)")  # markdown may drop the trailing space
 FINAL = re.compile(r'class="msg msg-assistant status-(?!streaming)')
