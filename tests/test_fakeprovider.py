@@ -14,7 +14,7 @@ import threading
 import pytest
 from django.core.management import call_command
 
-from conversations.fakeprovider import (
+from devtools.fakeprovider import (
     BASE_TOKENS,
     REASONING_TOKENS,
     SCENARIOS,
