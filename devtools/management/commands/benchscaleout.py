@@ -14,7 +14,7 @@ same conversation through worker B.  It reports:
 
 Example (PostgreSQL and Redis)::
 
-    DATABASE_URL=postgres://postgres@127.0.0.1:5432/chatsite REDIS_URL=redis://127.0.0.1:6379/0 \\
+    DJANGO_DEBUG=1 DATABASE_URL=postgres://postgres@127.0.0.1:5432/chatsite REDIS_URL=redis://127.0.0.1:6379/0 \\
         python manage.py benchscaleout --conversations 20
 """
 
