@@ -67,6 +67,11 @@ INSTALLED_APPS = [
     "template_partials",
     "conversations",
 ]
+# Development tools (devtools/: the fake provider, the benchmarks, their
+# instrumentation): on by default with DJANGO_DEBUG and in tests, off in production.
+CHAT_DEVTOOLS = envbool("CHAT_DEVTOOLS", DEBUG or TESTING)
+if CHAT_DEVTOOLS:
+    INSTALLED_APPS.append("devtools")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -273,3 +278,8 @@ if os.environ.get("CHAT_MODEL_PRICES"):
         'CHAT_MODEL_OPTIONS=\'{"openai:gpt-4.1-mini": {"price_in": 0.40, "price_out": 1.60}}\' '
         "(USD per million input and output tokens)."
     )
+# Benchmark instrumentation (devtools.instrumentation, only with CHAT_DEVTOOLS):
+# at exit, this process writes its SQL write counts to CHAT_SQL_WRITES_FILE and
+# its event-loop lags and GC pauses to CHAT_STALLS_FILE; empty: not measured.
+CHAT_SQL_WRITES_FILE = os.environ.get("CHAT_SQL_WRITES_FILE", "")
+CHAT_STALLS_FILE = os.environ.get("CHAT_STALLS_FILE", "")

@@ -100,7 +100,7 @@ def reply(conversation) -> Message:
 @pytest.fixture(scope="session")
 def fake_provider():
     """One fake provider server for the whole run (both wire formats)."""
-    from conversations.fakeprovider import FakeProvider
+    from devtools.fakeprovider import FakeProvider
 
     with FakeProvider(tokens=20, delay=0.002) as server:
         yield server
@@ -154,7 +154,7 @@ def browser(django_db_setup):
 @pytest.fixture(scope="session")
 def browser_fake_provider():
     """A slower fake provider, so that a person (and a test) can watch a reply grow."""
-    from conversations.fakeprovider import FakeProvider
+    from devtools.fakeprovider import FakeProvider
 
     with FakeProvider(tokens=60, delay=0.04) as server:
         yield server
@@ -194,7 +194,7 @@ def page(chat_server, browser):
 @pytest.fixture(scope="session")
 def multi_fake():
     """A fake provider for the two-worker tests (a reply takes about 2.4 s)."""
-    from conversations.fakeprovider import FakeProvider
+    from devtools.fakeprovider import FakeProvider
 
     with FakeProvider(tokens=80, delay=0.03) as server:
         yield server

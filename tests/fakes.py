@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import pytest
 
-from conversations.fakeprovider import FakeProvider
 from conversations.providers import anthropic as anthropic_provider
 from conversations.providers import get_provider
 from conversations.providers import openai as openai_provider
 from conversations.providers.base import ChatMessage, ChatRequest, Event, ModelSpec, ProviderError
+from devtools.fakeprovider import FakeProvider
 
 OPENAI_KEY = "sk-test-openai-SECRET-0123456789"
 ANTHROPIC_KEY = "fake-anthropic-key-SECRET-9876543210"

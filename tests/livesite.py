@@ -6,7 +6,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 
-from conversations.processes import ChildProcess, app_server, database_env
+from devtools.processes import ChildProcess, app_server, database_env
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

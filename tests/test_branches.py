@@ -10,8 +10,8 @@ from django.test import AsyncClient
 from django.urls import reverse
 
 from conversations import generation
-from conversations.fakeprovider import expected_text
 from conversations.models import Conversation, Message
+from devtools.fakeprovider import expected_text
 from tests.wsclient import connect, send, until_final
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]

@@ -3,8 +3,8 @@
 import pytest
 from django.contrib.auth import get_user_model
 
-from conversations.fakeprovider import expected_text
 from conversations.models import Conversation, Message
+from devtools.fakeprovider import expected_text
 
 pytestmark = [
     pytest.mark.browser,

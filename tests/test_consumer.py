@@ -13,9 +13,9 @@ from django.utils.html import escape
 
 from chatsite.asgi import application
 from conversations import generation
-from conversations.fakeprovider import expected_text
 from conversations.markdown import RENDER_VERSION, render_markdown
 from conversations.models import Conversation, Message
+from devtools.fakeprovider import expected_text
 from tests.wsclient import connect, delta_text, first_delta, send, session_cookie, until_final
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]

@@ -13,8 +13,8 @@ from django.utils import timezone
 
 from chatsite.asgi import application
 from conversations import durability, generation
-from conversations.fakeprovider import expected_text
 from conversations.models import Message
+from devtools.fakeprovider import expected_text
 from tests.wsclient import connect, first_delta, is_final, send, until_final
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]

@@ -14,7 +14,7 @@ import threading
 import pytest
 from django.core.management import call_command
 
-from conversations.fakeprovider import (
+from devtools.fakeprovider import (
     BASE_TOKENS,
     REASONING_TOKENS,
     SCENARIOS,
@@ -24,7 +24,7 @@ from conversations.fakeprovider import (
     expected_text,
     parse_model,
 )
-from conversations.management.commands.fakeprovider import Command as FakeProviderCommand
+from devtools.management.commands.fakeprovider import Command as FakeProviderCommand
 from tests import fakes
 
 fake_server = fakes.fake_server

@@ -17,9 +17,9 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.test import Client
 
-from conversations.fakeprovider import expected_text
 from conversations.markdown import render_markdown
 from conversations.models import Conversation, Message
+from devtools.fakeprovider import expected_text
 from tests.livesite import two_workers
 
 pytestmark = [

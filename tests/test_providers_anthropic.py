@@ -5,15 +5,6 @@ from dataclasses import replace
 
 import pytest
 
-from conversations.fakeprovider import (
-    ANTHROPIC_ERRORS,
-    BASE_TOKENS,
-    REASONING_TOKENS,
-    FakeProvider,
-    count_words,
-    expected_reasoning,
-    expected_text,
-)
 from conversations.providers import anthropic as anthropic_provider
 from conversations.providers import get_provider
 from conversations.providers.base import (
@@ -24,6 +15,15 @@ from conversations.providers.base import (
     ReasoningDelta,
     TextDelta,
     Usage,
+)
+from devtools.fakeprovider import (
+    ANTHROPIC_ERRORS,
+    BASE_TOKENS,
+    REASONING_TOKENS,
+    FakeProvider,
+    count_words,
+    expected_reasoning,
+    expected_text,
 )
 from tests import fakes
 from tests.fakes import ANTHROPIC_KEY, TOKENS, assert_no_secret, chat, of_type, run

@@ -5,14 +5,6 @@ from dataclasses import replace
 
 import pytest
 
-from conversations.fakeprovider import (
-    BASE_TOKENS,
-    OPENAI_ERRORS,
-    FakeProvider,
-    count_words,
-    expected_reasoning,
-    expected_text,
-)
 from conversations.providers import get_provider
 from conversations.providers.base import (
     ChatMessage,
@@ -22,6 +14,14 @@ from conversations.providers.base import (
     ReasoningDelta,
     TextDelta,
     Usage,
+)
+from devtools.fakeprovider import (
+    BASE_TOKENS,
+    OPENAI_ERRORS,
+    FakeProvider,
+    count_words,
+    expected_reasoning,
+    expected_text,
 )
 from tests import fakes
 from tests.fakes import OPENAI_KEY, TOKENS, assert_no_secret, chat, of_type, run

@@ -7,11 +7,13 @@ per second (average and peak one-second bucket), added latency, frames per
 second, the server's CPU, memory per socket and its growth across rounds,
 database writes per reply, and the server's worst event-loop lag and garbage
 collection pause while streaming (``CHAT_STALLS_FILE``, see
-``conversations.instrumentation``).
+``devtools.instrumentation``).
 
 Added latency is measured end to end: the fake provider's ``timestamped``
 scenario makes every token ``t<time.time_ns()> `` (its send time); a client
 subtracts it from the time it received the first frame carrying that token.
+Percentiles are nearest-rank (``conversations.stats.percentile``, see
+``devtools.benchstats``): each is one of the measured values, None without any.
 
 Use its own database, e.g.::
 
@@ -44,16 +46,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
-from django.contrib.sessions.backends.db import SessionStore
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
-from conversations.models import Conversation, Message
-from conversations.processes import app_server, database_env, fake_provider
+from conversations.models import Conversation
+from conversations.stats import percentile
+from devtools.benchstats import FINAL, TOKEN, prepare, provider_options, rounded
+from devtools.processes import app_server, database_env, fake_provider
 
-TOKEN = re.compile(r"t(\d{19})(?!\d)")  # markdown may drop the trailing space
-FINAL = re.compile(r'class="msg msg-assistant status-(?!streaming)')
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 ACCESS_LOG = re.compile(r'^[\d.:]+ - - \[[^]]*\] "(WS|GET|POST)')  # daphne's per-request lines
 KNEE_P99_MS = 100.0
@@ -88,13 +88,6 @@ def _rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
-
-
-def _percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 class Command(BaseCommand):
@@ -185,14 +178,12 @@ class Command(BaseCommand):
         return " ".join(f"{report[key]!s:>{width}}" for _, key, width in self.COLUMNS)
 
     def _bench(self, n: int, options: dict) -> dict:
-        cookies, conversations = self._prepare(n + 1)  # one more to warm the server up
+        cookies, conversations = prepare(n + 1)  # one more to warm the server up
         warmup, conversations = conversations[0], conversations[1:]
         writes_file = Path(tempfile.mkstemp(prefix="chat-writes-", suffix=".json")[1])
         stalls_file = Path(tempfile.mkstemp(prefix="chat-stalls-", suffix=".json")[1])
-        provider_options = ["--tokens", str(options["tokens"]), "--delay", str(options["delay"])]
-        provider_options += ["--first-delay", str(options["first_delay"])]
         with fake_provider(
-            {"DJANGO_SECRET_KEY": settings.SECRET_KEY}, *provider_options, cpus="1" if options["pin"] else ""
+            {"DJANGO_SECRET_KEY": settings.SECRET_KEY}, *provider_options(options), cpus="1" if options["pin"] else ""
         ) as provider:
             server = app_server(
                 {
@@ -268,22 +259,6 @@ class Command(BaseCommand):
         profiler = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         time.sleep(1.0)  # py-spy attaches
         return profiler
-
-    def _prepare(self, n: int) -> tuple[str, list[Conversation]]:
-        user, _ = get_user_model().objects.get_or_create(username="bench")
-        session = SessionStore()
-        session["_auth_user_id"] = str(user.pk)
-        session["_auth_user_backend"] = "django.contrib.auth.backends.ModelBackend"
-        session["_auth_user_hash"] = user.get_session_auth_hash()
-        session.create()
-        Message.objects.filter(conversation__owner=user, status=Message.Status.STREAMING).update(
-            status=Message.Status.INTERRUPTED
-        )
-        conversations = [
-            Conversation.objects.create(owner=user, title=f"bench {i}", model_key="openai:fake-timestamped")
-            for i in range(n)
-        ]
-        return f"{settings.SESSION_COOKIE_NAME}={session.session_key}", conversations
 
     async def _warm_up(self, server, cookie, conversation: Conversation) -> None:
         import websockets
@@ -377,21 +352,21 @@ class Command(BaseCommand):
         streaming_cpu = run.get("cpu_done", 0.0) - run.get("cpu_connected", 0.0)
         total_writes = sum(writes.values()) if writes is not None else None
         rss_rounds = run["rss_after_round"]
-        p99 = _percentile(latencies, 99)
+        p99 = percentile(latencies, 99)  # None without tokens
         return {
             "clients": n,
             "rounds": options["rounds"],
             "tokens_per_reply": options["tokens"],
             "clients_completed": completed,
-            "within_knee": completed == n and p99 <= options.get("knee_p99_ms", KNEE_P99_MS),
+            "within_knee": completed == n and p99 is not None and p99 <= options.get("knee_p99_ms", KNEE_P99_MS),
             "errors": sorted({r.error for r in results if r.error})[:5],
             "replies": replies,
             "tokens_delivered": tokens,
             "tokens_per_s_avg": round(tokens / span, 1) if span else 0.0,
             "tokens_per_s_peak": max(buckets.values()) if buckets else 0,
-            "latency_ms_p50": round(_percentile(latencies, 50), 2),
-            "latency_ms_p95": round(_percentile(latencies, 95), 2),
-            "latency_ms_p99": round(p99, 2),
+            "latency_ms_p50": rounded(percentile(latencies, 50), 2),
+            "latency_ms_p95": rounded(percentile(latencies, 95), 2),
+            "latency_ms_p99": rounded(p99, 2),
             "latency_ms_max": round(max(latencies), 2) if latencies else None,
             "latency_ms_mean": round(statistics.fmean(latencies), 2) if latencies else None,
             "frames": frames,

@@ -4,7 +4,7 @@ import threading
 
 from django.core.management.base import BaseCommand
 
-from conversations.fakeprovider import SCENARIOS, FakeProvider
+from devtools.fakeprovider import SCENARIOS, FakeProvider
 
 
 class Command(BaseCommand):

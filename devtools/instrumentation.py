@@ -1,4 +1,5 @@
-"""Opt-in measurement for benchmarks: never active unless its variable is set.
+"""Opt-in measurement for benchmarks: never active unless its setting is set
+(``devtools.apps`` reads them; both come from the environment).
 
 ``CHAT_SQL_WRITES_FILE=path``: count every INSERT/UPDATE/DELETE this process
 runs, by table, and write the counts there as JSON at exit, so that a
@@ -7,8 +8,8 @@ benchmark can report database writes per reply from outside the server.
 ``CHAT_STALLS_FILE=path``: time the event loop's lag and every garbage
 collection of this process, and write them there as JSON at exit.  The lag
 sampler is a task on the server's event loop that sleeps ``LAG_INTERVAL`` and
-records how late it woke up; it is started lazily, from a helper thread, as
-soon as daphne's loop runs (nothing runs on the loop before that).  GC pauses
+records how late it woke up; it is started when daphne's reactor starts
+running (nothing runs on the loop before that).  GC pauses
 come from ``gc.callbacks``.  Events above ``RECORD_MS`` are kept with their
 wall-clock time, so a benchmark can keep only those of its streaming window.
 """
@@ -57,24 +58,19 @@ def count_writes_to(path: str) -> None:
 
 
 def call_when_loop_runs(callback) -> None:
-    """Call ``callback(loop)`` on daphne's event loop as soon as it runs.
+    """Call ``callback()`` when daphne's reactor starts running.
 
-    Django's apps are ready before the server's loop starts, so a helper
-    thread waits for it (polling every 0.1 s, for at most ten minutes) and
-    hands the call over with ``call_soon_threadsafe``.  Outside daphne (tests,
-    management commands) the loop never shows up and nothing is called.
+    Django's apps are ready before the server's loop starts.  daphne installs
+    Twisted's asyncio reactor when ``daphne.server`` is imported, before it
+    imports the ASGI app, so the reactor's public ``callWhenRunning`` takes the
+    call (as in ``conversations.lifecycle``); daphne has made the reactor's
+    loop the current event loop by then.  Outside daphne (tests, management
+    commands) there is no reactor, or it never runs, and nothing is called.
     """
-
-    def wait_for_loop() -> None:
-        for _ in range(6000):
-            server = sys.modules.get("daphne.server")
-            loop = getattr(server, "twisted_loop", None)
-            if loop is not None and loop.is_running():
-                loop.call_soon_threadsafe(callback, loop)
-                return
-            time.sleep(0.1)
-
-    threading.Thread(target=wait_for_loop, name="wait-for-loop", daemon=True).start()
+    reactor = sys.modules.get("twisted.internet.reactor")
+    if reactor is None:
+        return  # not under daphne: no loop to sample
+    reactor.callWhenRunning(callback)
 
 
 # --- event-loop lag and GC pauses -------------------------------------------
@@ -92,6 +88,7 @@ class StallMonitor:
         self.gc_counts = {0: 0, 1: 0, 2: 0}
         self.gc_total_ms = 0.0
         self._gc_started = 0.0
+        self._sampler: asyncio.Future | None = None
 
     # gc.callbacks: called with ("start" | "stop", {"generation": n, ...})
     def on_gc(self, phase: str, info: dict) -> None:
@@ -118,7 +115,11 @@ class StallMonitor:
                 self.lags.append((time.time(), round(ms, 2)))
 
     def start_when_loop_runs(self) -> None:
-        call_when_loop_runs(lambda loop: loop.create_task(self.sample_lag()))
+        call_when_loop_runs(self._start_sampling)
+
+    def _start_sampling(self) -> None:
+        # On the reactor's thread, before or as its loop starts: the current loop is daphne's.
+        self._sampler = asyncio.ensure_future(self.sample_lag(), loop=asyncio.get_event_loop())
 
     def report(self) -> dict:
         return {

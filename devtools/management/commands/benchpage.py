@@ -8,10 +8,11 @@ GETs its page (which shows the newest CHAT_PAGE_MESSAGES; then with
 queries and the server time (min and median).  A second, small conversation
 shows whether the query count depends on the length::
 
-    SQLITE_PATH=/tmp/bench.sqlite3 DJANGO_DEBUG=0 DJANGO_SECRET_KEY=... DJANGO_ALLOWED_HOSTS=127.0.0.1 \
+    SQLITE_PATH=/tmp/bench.sqlite3 DJANGO_DEBUG=0 CHAT_DEVTOOLS=1 DJANGO_SECRET_KEY=... DJANGO_ALLOWED_HOSTS=127.0.0.1 \
         python manage.py benchpage --messages 1000
 
-Run it with DJANGO_DEBUG=0: debug mode re-reads templates on every request.
+Run it with DJANGO_DEBUG=0: debug mode re-reads templates on every request
+(and CHAT_DEVTOOLS=1, which DJANGO_DEBUG=0 turns off, for the command to exist).
 """
 
 from __future__ import annotations

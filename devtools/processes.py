@@ -3,6 +3,9 @@ daphne and the fake provider, for the benchmark and the tests.
 
 ``ChildProcess`` starts a command and waits until a line of its output matches
 ``ready`` (an event, not a sleep); ``port`` is the number that line captured.
+Both children get ``CHAT_DEVTOOLS=1``: the fake provider is a devtools command,
+and the app's instrumentation (``CHAT_SQL_WRITES_FILE``, ``CHAT_STALLS_FILE``)
+lives in the devtools app, whatever ``DJANGO_DEBUG`` the caller gives them.
 """
 
 from __future__ import annotations
@@ -89,13 +92,16 @@ def database_env() -> dict[str, str]:
 
 
 def _environ(env: dict[str, str | None]) -> dict[str, str]:
-    """This process's environment with ``env`` applied (None removes a variable)."""
-    merged = {**os.environ, **env}
+    """This process's environment with ``env`` applied (None removes a
+    variable), with the development tools installed."""
+    merged = {**os.environ, **env, "CHAT_DEVTOOLS": "1"}
     return {k: v for k, v in merged.items() if v is not None}
 
 
 def app_server(env: dict[str, str | None], *, cpus: str = "") -> ChildProcess:
-    """The app under daphne on a free port of 127.0.0.1."""
+    """The app under daphne on a free port of 127.0.0.1.  No title calls
+    unless ``env`` asks (benchmarks and tests measure the chat's own calls)."""
+    env = {"CHAT_TITLE_MODEL": "off", **env}
     daphne = str(BIN / "daphne") if (BIN / "daphne").exists() else "daphne"
     args = [daphne, "-b", "127.0.0.1", "-p", "0", "chatsite.asgi:application"]
     return ChildProcess(args, _environ(env), DAPHNE_READY, cpus=cpus)

@@ -14,7 +14,7 @@ same conversation through worker B.  It reports:
 
 Example (PostgreSQL and Redis)::
 
-    DATABASE_URL=postgres://postgres@127.0.0.1:5432/chatsite REDIS_URL=redis://127.0.0.1:6379/0 \\
+    DJANGO_DEBUG=1 DATABASE_URL=postgres://postgres@127.0.0.1:5432/chatsite REDIS_URL=redis://127.0.0.1:6379/0 \\
         python manage.py benchscaleout --conversations 20
 """
 
@@ -33,12 +33,11 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
-from conversations.management.commands.benchstreams import TOKEN, _percentile
-from conversations.management.commands.benchstreams import Command as BenchStreams
-from conversations.processes import app_server, database_env, fake_provider
+from conversations.stats import percentile
+from devtools.benchstats import FINAL, TOKEN, prepare, provider_options, rounded
+from devtools.processes import app_server, database_env, fake_provider
 
 BUBBLE = re.compile(r'class="msg msg-assistant status-streaming')
-FINAL = re.compile(r'class="msg msg-assistant status-(?!streaming)')
 RENDER = re.compile(r'-content" hx-swap-oob="outerHTML"')
 TAIL = re.compile(r'beforeend:#msg-[0-9a-f-]+-tail">(.*?)</span>', re.S)
 
@@ -58,10 +57,8 @@ class Command(BaseCommand):
         if not settings.REDIS_URL:
             raise CommandError("Set REDIS_URL: two workers need a shared channel layer.")
         call_command("migrate", verbosity=0)
-        cookie, conversations = BenchStreams()._prepare(options["conversations"])
+        cookie, conversations = prepare(options["conversations"])
         writes = [Path(tempfile.mkstemp(prefix="chat-writes-", suffix=".json")[1]) for _ in range(2)]
-        provider_options = ["--tokens", str(options["tokens"]), "--delay", str(options["delay"])]
-        provider_options += ["--first-delay", str(options["first_delay"])]
         base = {
             "DJANGO_DEBUG": "0",
             "DJANGO_SECRET_KEY": settings.SECRET_KEY,
@@ -72,7 +69,7 @@ class Command(BaseCommand):
             "REDIS_URL": settings.REDIS_URL,
             **database_env(),
         }
-        with fake_provider({"DJANGO_SECRET_KEY": settings.SECRET_KEY}, *provider_options) as provider:
+        with fake_provider({"DJANGO_SECRET_KEY": settings.SECRET_KEY}, *provider_options(options)) as provider:
             base["OPENAI_BASE_URL"] = provider.url + "/v1"
             workers = [app_server({**base, "CHAT_SQL_WRITES_FILE": str(path)}).start() for path in writes]
             try:
@@ -180,11 +177,11 @@ class Command(BaseCommand):
             "failed": len(failed),
             "errors": errors[:5],
             "joiners_exact (no gap, no repeat)": f"{exact}/{len(results)}",
-            "snapshot_ms_p50": round(_percentile(snapshot, 50), 1),
-            "snapshot_ms_p95": round(_percentile(snapshot, 95), 1),
-            "snapshot_ms_max": round(max(snapshot, default=float("nan")), 1),
-            "snapshot_after_handshake_ms_p50": round(_percentile(after_handshake, 50), 1),
-            "snapshot_after_handshake_ms_p95": round(_percentile(after_handshake, 95), 1),
+            "snapshot_ms_p50": rounded(percentile(snapshot, 50), 1),
+            "snapshot_ms_p95": rounded(percentile(snapshot, 95), 1),
+            "snapshot_ms_max": rounded(max(snapshot, default=None), 1),
+            "snapshot_after_handshake_ms_p50": rounded(percentile(after_handshake, 50), 1),
+            "snapshot_after_handshake_ms_p95": rounded(percentile(after_handshake, 95), 1),
             "frames_delivered": frames,
             "frames_per_s": round(frames / elapsed, 1),
             "redis_commands_per_s": round(commands / elapsed, 1),

@@ -1,0 +1,255 @@
+"""The fake provider's scenarios: what a request asks for, parsed from its model name.
+
+Scenarios are chosen per request by the model name::
+
+    model   := "fake-" scenario [ "@" option { "," option } ]
+    option  := name "=" value
+
+    options: tokens=<int>        reply length in tokens
+             delay=<seconds>     pause between tokens
+             first_delay=<seconds> pause before the first token
+             fails=<int>         flaky-429: failures before success (default 1)
+             error=<type>        midstream-error and error-<status>: the error
+                                 type (Anthropic) / code (OpenAI) sent
+
+    e.g. "fake-long@tokens=500,delay=0.002", "fake-normal@first_delay=0.5"
+
+Scenarios (``SCENARIOS``):
+
+normal           the reply text, finish stop / end_turn
+slow-first       as normal, first token after ``first_delay`` (default 0.3 s)
+long             500 tokens unless ``tokens=`` says otherwise
+length           cut short: finish_reason length / stop_reason max_tokens
+refusal          OpenAI finish_reason content_filter; Anthropic stop_reason refusal
+reasoning        reasoning first (OpenAI ``reasoning_content`` deltas; Anthropic a
+                 thinking block with a signature), then the reply
+midstream-error  half the tokens, then an error frame (OpenAI ``data: {"error":…}``,
+                 Anthropic ``event: error``)
+disconnect       half the tokens, then the server closes the TCP connection
+                 in the middle of the chunked body
+stall            half the tokens, then silence until the client hangs up
+flaky-429        429 for the first ``fails`` requests with the same body, then normal
+timestamped      every token is ``t<time.time_ns()> `` (its send time), for benchmarks
+error-<status>   that HTTP error before any streaming: 400 401 403 404 429 500 529
+
+Every reply honours the request's ``max_tokens``: fewer tokens, finish length.
+Unknown models get a 404.  ``expected_text()`` and ``expected_reasoning()``
+give the exact text a scenario sends.  Pre-stream errors carry
+``x-should-retry: false`` and ``retry-after-ms: 1`` so SDK retries stay out
+of the way; flaky-429 carries only ``retry-after-ms: 1``, so SDKs do retry.
+
+``Plan`` is one request's scenario and options; ``wait_whole`` and
+``end_partial`` play the parts both wire formats share (pacing a non-streaming
+reply, ending a partial one).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from devtools.fakeprovider.connection import Connection
+
+SCENARIOS = (
+    "normal",
+    "slow-first",
+    "long",
+    "length",
+    "refusal",
+    "reasoning",
+    "midstream-error",
+    "disconnect",
+    "stall",
+    "flaky-429",
+    "timestamped",
+    "error-400",
+    "error-401",
+    "error-403",
+    "error-404",
+    "error-429",
+    "error-500",
+    "error-529",
+)
+ERROR_STATUSES = (400, 401, 403, 404, 429, 500, 529)
+
+# The reply's first tokens: multi-byte text whose grapheme clusters span
+# chunks ("👋" + skin tone "🏽"), and HTML that must be escaped downstream.
+BASE_TOKENS = (
+    "Hello",
+    ",",
+    " world",
+    "!",
+    " 你",
+    "好",
+    "，",
+    "世界",
+    " 👋",
+    "🏽",
+    " 🎉",
+    " <script>",
+    "alert(1)",
+    "</script>",
+    " <img",
+    " src=x",
+    " onerror=alert(1)>",
+    " The",
+    " end",
+    ".",
+)
+REASONING_TOKENS = ("Thinking", " about", " 你好", " step", " by", " step", ".")
+
+
+# The timestamped scenario's token: replaced by ``t<time.time_ns()> `` at the
+# moment it is written, after any pacing pause, so benchmarks measure only
+# what happens after the provider sends.
+STAMP = object()
+
+
+def stamped(token) -> str:
+    return f"t{time.time_ns()} " if token is STAMP else token
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one request asks for, parsed from its model name."""
+
+    scenario: str
+    tokens: int
+    delay: float
+    first_delay: float
+    fails: int = 1
+    error: str | None = None
+
+    @property
+    def partial(self) -> bool:
+        """Scenarios that stop half-way (error, disconnect, stall)."""
+        return self.scenario in ("midstream-error", "disconnect", "stall")
+
+    def token_count(self, max_tokens: int | None = None) -> int:
+        count = self.tokens
+        if max_tokens is not None and max_tokens > 0:
+            count = min(count, max_tokens)
+        if self.partial:
+            count = max(1, count // 2)
+        return count
+
+    def finish(self, max_tokens: int | None = None) -> str:
+        """Our neutral finish: "stop", "length" or "refusal"."""
+        if self.scenario == "length" or (max_tokens is not None and 0 < max_tokens < self.tokens):
+            return "length"
+        if self.scenario == "refusal":
+            return "refusal"
+        return "stop"
+
+    def text_tokens(self, max_tokens: int | None = None) -> Iterator[str]:
+        """The reply's tokens, made lazily (timestamped ones at send time)."""
+        for index in range(self.token_count(max_tokens)):
+            if self.scenario == "timestamped":
+                yield STAMP
+            elif index < len(BASE_TOKENS):
+                yield BASE_TOKENS[index]
+            else:
+                yield f" w{index}"
+
+    def reasoning_tokens(self) -> tuple[str, ...]:
+        return REASONING_TOKENS if self.scenario == "reasoning" else ()
+
+
+def parse_model(model: object, tokens: int = 20, delay: float = 0.005, first_delay: float = 0.0) -> Plan | None:
+    """The Plan for a model name, or None when it names no scenario.
+
+    ``tokens``/``delay``/``first_delay`` are the server-wide defaults; a
+    scenario's own default ("long": 500 tokens, "slow-first": 0.3 s) beats
+    them, and the name's ``@`` options beat both.
+    """
+    if not isinstance(model, str) or not model.startswith("fake-"):
+        return None
+    name, _, options = model[len("fake-") :].partition("@")
+    if name not in SCENARIOS:
+        return None
+    plan = Plan(name, tokens, delay, first_delay)
+    if name == "long":
+        plan = replace(plan, tokens=500)
+    elif name == "slow-first":
+        plan = replace(plan, first_delay=0.3)
+    for option in filter(None, options.split(",")):
+        key, _, value = option.partition("=")
+        try:
+            if key == "tokens":
+                plan = replace(plan, tokens=int(value))
+            elif key in ("delay", "first_delay"):
+                plan = replace(plan, **{key: float(value)})
+            elif key == "fails":
+                plan = replace(plan, fails=int(value))
+            elif key == "error":
+                plan = replace(plan, error=value)
+            else:
+                return None
+        except ValueError:
+            return None
+    return plan
+
+
+def expected_text(model_name: str, tokens: int | None = None, max_tokens: int | None = None) -> str:
+    """The exact reply text the server sends for ``model_name``.
+
+    ``tokens`` is the server-wide default the server was started with (20
+    unless you chose otherwise); ``max_tokens`` the request's limit.  For
+    partial scenarios it is the text sent before the failure.
+    """
+    plan = parse_model(model_name, tokens=20 if tokens is None else tokens)
+    if plan is None or plan.scenario == "timestamped":
+        raise ValueError(f"no deterministic text for {model_name!r}")
+    if plan.scenario.startswith("error-"):
+        return ""
+    return "".join(plan.text_tokens(max_tokens))
+
+
+def expected_reasoning(model_name: str) -> str:
+    """The exact reasoning text the server sends for ``model_name`` ("" for most)."""
+    plan = parse_model(model_name)
+    if plan is None:
+        raise ValueError(f"not a fake model: {model_name!r}")
+    return "".join(plan.reasoning_tokens())
+
+
+def count_words(body: dict) -> int:
+    """The fake's input token count: whitespace-separated words in the prompt."""
+    words = 0
+    system = body.get("system")
+    parts = [system] if system is not None else []
+    parts += [message.get("content") for message in body.get("messages") or [] if isinstance(message, dict)]
+    for part in parts:
+        if isinstance(part, str):
+            words += len(part.split())
+        elif isinstance(part, list):
+            words += sum(len(str(block.get("text", "")).split()) for block in part if isinstance(block, dict))
+    return words
+
+
+# --- playing a scenario out ---------------------------------------------------
+
+
+async def wait_whole(conn: Connection, plan: Plan, max_tokens: int | None) -> bool:
+    """Pace a non-streaming reply; False when the scenario ends the connection."""
+    await conn.pause(plan.first_delay + plan.delay * plan.token_count(max_tokens))
+    if plan.scenario == "midstream-error":
+        return False  # nothing sensible to send half-way: behave like a dropped connection
+    if plan.partial:
+        return await end_partial(conn, plan, "")
+    return True
+
+
+async def end_partial(conn: Connection, plan: Plan, error_frame: str) -> bool:
+    """End a partial scenario after its tokens; False: close the connection."""
+    if plan.scenario == "midstream-error":
+        await conn.chunk(error_frame)
+        await conn.end_stream()
+        return True
+    if plan.scenario == "stall":
+        # Silence until the client gives up (or the server stops).
+        await conn.pause(3600)
+    return False  # "disconnect": leave the chunked body unfinished and close.
