@@ -230,7 +230,10 @@ class MessageQuerySet(models.QuerySet):
         Message.objects.filter(pk__in=ids, status=Message.Status.STREAMING).update(
             status=Message.Status.INTERRUPTED, completed_at=timezone.now()
         )
-        return list(Message.objects.filter(pk__in=ids, status=Message.Status.INTERRUPTED))
+        interrupted = list(Message.objects.filter(pk__in=ids, status=Message.Status.INTERRUPTED))
+        for message in interrupted:
+            message.is_tail = True  # nothing can follow a reply while it streams
+        return interrupted
 
 
 class Message(models.Model):
