@@ -7,6 +7,7 @@ render of the whole reply (render_markdown), which is the reference.
 
 import functools
 import html
+import random
 import re
 
 import pytest
@@ -477,3 +478,27 @@ def test_parse_blocks_gives_block_tokens_with_line_maps_and_no_inline_children()
     inline = [t for t in tokens if t.type == "inline"]
     assert [t.content for t in inline] == ["T", "**a**"]
     assert all(not t.children for t in inline)
+
+
+BLOCKS = [
+    "# Head", "Title\n=====", "Sub\n---", "Para *it*", "text | pipe", "- a\n- b", "- a\n\n  more",
+    "1. x\n2. y", "2) q", "* s\n  * t", "> q\nlazy", "> - quoted", "- > listed", "```py\nx = 1\n```",
+    "| a | b |\n|---|---|\n| 1 | 2 |", "~~~\ncode", "- ```\n  code\n  ```", "    code", "\tcode",
+    "---", "***", "-", "1.", "[r]: https://x.example",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_finished_blocks_never_change_for_random_block_sequences(seed):
+    rng = random.Random(seed)
+    finished_some = 0
+    for _ in range(6):
+        text = "".join(rng.choice(BLOCKS) + rng.choice(["\n", "\n\n", "\n  \n", "\n\n\n"]) for _ in range(6))
+        full = render_markdown(text)
+        renderer = StreamingMarkdown()
+        for char in text:
+            renderer.feed(char)
+            assert full.startswith(renderer.finished_html), (text, renderer.text)
+        assert renderer.final() == full
+        finished_some += renderer.stable_offset > 0
+    assert finished_some  # (an early open "~~~" fence or a list can keep a whole reply open)
