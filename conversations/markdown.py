@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import functools
 import html
+import re
 
 import nh3
 from django.utils.safestring import SafeString, mark_safe
 from markdown_it import MarkdownIt
 from markdown_it.common.utils import unescapeAll
+from markdown_it.token import Token
 from pygments import highlight
 from pygments.formatters import HtmlFormatter
 from pygments.lexer import Lexer
@@ -26,7 +28,7 @@ from pygments.lexers import TextLexer, get_lexer_by_name
 from pygments.token import STANDARD_TYPES
 from pygments.util import ClassNotFound
 
-__all__ = ["RENDER_VERSION", "pygments_css", "render_markdown"]
+__all__ = ["RENDER_VERSION", "parse_blocks", "pygments_css", "render_markdown"]
 
 # Replies keep the HTML rendered when they ended (Message.html); bump this
 # whenever the rendering or the sanitiser's allow-list changes, and stored
@@ -152,6 +154,25 @@ def render_markdown(text: str | None) -> SafeString:
     if not text:
         return mark_safe("")
     return mark_safe(_CLEANER.clean(_MD.render(str(text))))
+
+
+# markdown-it's own first step (rules_core/normalize.py), repeated here
+# because parse_blocks skips the core chain.
+_NEWLINES = re.compile(r"\r\n?")
+
+
+def parse_blocks(text: str) -> list[Token]:
+    """Return the block-level tokens :func:`render_markdown` would build for ``text``.
+
+    Only markdown-it's block rules run, with the same configured parser: no
+    inline parsing, no rendering and no sanitising, so nothing here is HTML.
+    Each block token's ``.map`` is its ``[start, end)`` line range; ``inline``
+    tokens carry their raw ``.content`` and no children. For callers that need
+    to know where blocks begin and end (conversations.streaming_markdown).
+    """
+    tokens: list[Token] = []
+    _MD.block.parse(_NEWLINES.sub("\n", text).replace("\0", "\ufffd"), _MD, {}, tokens)
+    return tokens
 
 
 _CSS_HEADER = """\
