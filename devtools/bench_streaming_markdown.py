@@ -11,7 +11,7 @@ feed points:
 
 Run from the repository root (no Django settings or database needed):
 
-    .venv/bin/python scripts/bench_streaming_markdown.py [--tokens 2000] [--repeat 5]
+    .venv/bin/python -m devtools.bench_streaming_markdown [--tokens 2000] [--repeat 5]
 
 Not a test: timings depend on the machine; the ratio is what matters.
 """
@@ -21,11 +21,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import re
-import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from conversations.markdown import render_markdown
 from conversations.streaming_markdown import StreamingMarkdown
