@@ -106,13 +106,19 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             return
         await getattr(self, f"_on_{action}")(data)
 
-    async def _on_send(self, data: dict) -> None:
+    async def _valid_text(self, data: dict) -> str | None:
+        """The frame's text, validated as the composer's form validates it
+        (None, with the reason shown under the composer, when it is not)."""
         text = data.get("text")
         form = MessageForm({"text": text if isinstance(text, str) else ""})
-        if not form.is_valid():
-            await self._error(form.errors["text"][0])
-            return
-        if await self._start(actions.start_reply, form.cleaned_data["text"]):
+        if form.is_valid():
+            return form.cleaned_data["text"]
+        await self._error(form.errors["text"][0])
+        return None
+
+    async def _on_send(self, data: dict) -> None:
+        text = await self._valid_text(data)
+        if text is not None and await self._start(actions.start_reply, text):
             await self.send(text_data=frames.composer_ack())
 
     async def _on_stop(self, data: dict) -> None:
@@ -132,12 +138,9 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         await self._on_message_action(data, actions.regenerate_reply, model)
 
     async def _on_edit(self, data: dict) -> None:
-        text = data.get("text")
-        form = MessageForm({"text": text if isinstance(text, str) else ""})
-        if not form.is_valid():
-            await self._error(form.errors["text"][0])
-            return
-        await self._on_message_action(data, actions.edit_message, form.cleaned_data["text"])
+        text = await self._valid_text(data)
+        if text is not None:
+            await self._on_message_action(data, actions.edit_message, text)
 
     async def _on_switch(self, data: dict) -> None:
         await self._on_message_action(data, actions.switch_branch)
