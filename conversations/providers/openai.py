@@ -47,7 +47,10 @@ KEY_ENV = "OPENAI_API_KEY"
 # A non-streaming reply arrives only once fully generated, so it gets at
 # least this long (seconds) instead of the streaming read timeout.
 WHOLE_REPLY_READ_TIMEOUT = 600.0
-DRAIN_TIMEOUT = 0.1  # seconds to read the rest of a stream's body after [DONE]
+# Seconds to read the rest of a stream's body after [DONE] (its chunked terminator
+# usually arrives at once; a busy machine took over 0.1 s, and the connection
+# was then dropped instead of going back to the pool).
+DRAIN_TIMEOUT = 0.5
 
 FINISH_REASONS = {
     "stop": FinishReason.STOP,
