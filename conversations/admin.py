@@ -59,7 +59,7 @@ class ModelFilter(admin.SimpleListFilter):
 
     def lookups(self, request, model_admin):
         pairs = (
-            Message.objects.filter(role=Message.Role.ASSISTANT)
+            Message.objects.replies()
             .exclude(provider="")
             .values_list("provider", "model")
             .distinct()

@@ -46,9 +46,7 @@ def reply_stats(days: int) -> dict:
     """Replies per model per day over the last ``days`` days, and per-model
     totals: aggregates only, no conversation or message is named."""
     since = timezone.now() - timedelta(days=days)
-    replies = Message.objects.filter(role=Message.Role.ASSISTANT, created_at__gte=since).exclude(
-        status=Message.Status.STREAMING
-    )
+    replies = Message.objects.replies().finished().filter(created_at__gte=since)
     grouped = (
         replies.annotate(day=TruncDate("created_at"))
         .values("day", "provider", "model")

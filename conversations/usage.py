@@ -48,7 +48,8 @@ def usage_by_conversation(conversation_ids) -> dict:
     """{conversation_id: ModelUsage} for the given conversations, in one query."""
     usage: dict = defaultdict(ModelUsage)
     rows = (
-        Message.objects.filter(conversation_id__in=list(conversation_ids), role=Message.Role.ASSISTANT)
+        Message.objects.replies()
+        .filter(conversation_id__in=list(conversation_ids))
         .exclude(provider="")
         .values("conversation_id", "provider", "model")
         .annotate(tokens_in=Sum("input_tokens"), tokens_out=Sum("output_tokens"))

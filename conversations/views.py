@@ -16,7 +16,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from conversations import actions, providers
 from conversations.forms import ConversationSettingsForm, FeedbackForm, MessageForm, ModelForm, RenameForm, SignupForm
-from conversations.models import Conversation, Feedback, Message
+from conversations.models import Conversation, Feedback
 
 
 def _get_conversation_for_user(request: HttpRequest, conversation_id: UUID) -> Conversation:
@@ -249,7 +249,7 @@ def feedback(request: HttpRequest, conversation_id: UUID, message_id: UUID) -> H
     GET returns the control with its current state, for bubbles that arrived
     over the websocket (rendered there without knowing who is looking)."""
     conv = _get_conversation_for_user(request, conversation_id)
-    rateable = conv.messages.filter(role=Message.Role.ASSISTANT).exclude(status=Message.Status.STREAMING)
+    rateable = conv.messages.replies().finished()
     msg = get_object_or_404(rateable, pk=message_id)
     if request.method == "GET":
         if not request.htmx:

@@ -239,6 +239,30 @@ def test_the_review_page_draws_each_message_with_the_chats_bubble(rita_client, c
     assert "<style" not in body and "css/review.css" in body
 
 
+def test_the_review_bubble_offers_none_of_the_owners_controls(rita_client, conversation, reply):
+    Message.objects.filter(pk=reply.pk).update(status="stopped")  # the owner would get Retry and Continue
+    body = _body(rita_client.get(_review_url(conversation)))
+
+    assert "Stopped." in body
+    for name in ("retry", "continue", "regenerate"):
+        assert reverse(name, args=[conversation.id, reply.id]) not in body
+    assert reverse("edit_message", args=[conversation.id, reply.parent_id]) not in body
+    assert "data-copy" not in body and "ws-send" not in body
+
+
+def test_it_indents_every_fork_however_deep(rita_client, conversation):
+    parent = None
+    for depth in range(8):  # two children at each level: each fork indents once more
+        parent, _sibling = (
+            Message.objects.create(conversation=conversation, parent=parent, role="user", content=f"q{depth}")
+            for _ in range(2)
+        )
+    body = _body(rita_client.get(_review_url(conversation)))
+
+    for depth in range(8):
+        assert body.count(f'style="--depth: {depth}"') == 2
+
+
 def test_it_gives_superusers_the_review_permission(root_client, secret):
     assert root_client.get(_review_url(secret)).status_code == 200
     assert SECRET in _body(root_client.get(CHANGELIST))

@@ -58,6 +58,13 @@ def test_it_refuses_to_start_without_a_secret_key_when_debug_is_off():
     assert "DJANGO_SECRET_KEY must be set" in result.stderr
 
 
+def test_it_refuses_to_start_with_prices_in_the_old_setting():
+    result = _run({"DJANGO_TESTING": "1", "CHAT_MODEL_PRICES": '{"openai:gpt-4.1-mini": [0.4, 1.6]}'}, "-c", PROBE)
+    assert result.returncode != 0
+    assert "ImproperlyConfigured: CHAT_MODEL_PRICES is no longer read" in result.stderr
+    assert '"price_in": 0.40, "price_out": 1.60' in result.stderr  # the example says where prices go
+
+
 @pytest.mark.parametrize("debug", ["1"])
 def test_it_starts_in_debug_without_a_secret_key(debug):
     assert _probe({"DJANGO_DEBUG": debug, "DJANGO_TESTING": "0"})["debug"] is True

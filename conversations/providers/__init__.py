@@ -1,6 +1,6 @@
 """Model providers and the catalogue of offered models.
 
-Callers use these four functions and the types in ``base``:
+Callers use these five functions and the types in ``base``:
 
 * ``get_provider(name) -> Provider`` ("openai", "anthropic", "demo");
 * ``offered_models() -> list[ModelSpec]``: what the picker shows, in order;
