@@ -79,7 +79,7 @@ def composer_ack() -> str:
 
 
 def composer_error(message: str) -> str:
-    """To the socket that sent: ``message`` under the composer, its text kept."""
+    """``message`` under the composer (its text is kept); empty: clear the notice."""
     return render_to_string("conversations/_composer_error.html", {"error": message})
 
 

@@ -309,7 +309,9 @@ class Generation:
         # takes the final bubble as its snapshot.
         self.final_html = frames.bubble(message)
         try:
-            await frames.broadcast(self.conversation_id, self.final_html, final=str(message.id))
+            # With the final bubble, every tab's "still being written" notice goes.
+            html = self.final_html + frames.composer_error("")
+            await frames.broadcast(self.conversation_id, html, final=str(message.id))
         finally:
             if _active.get(self.conversation_id) is self:
                 del _active[self.conversation_id]

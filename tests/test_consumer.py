@@ -111,6 +111,8 @@ async def test_it_refuses_a_second_send_while_streaming(alice, conversation, ope
 
     refusal = next(frame for frame in frames if 'id="composer-error"' in frame)
     assert "still being written" in refusal
+    # The notice goes with the final bubble.
+    assert '<div id="composer-error" class="composer-error" role="alert" hx-swap-oob="true"></div>' in frames[-1]
     assert not any("second, too soon" in frame for frame in frames)
     users = await database_sync_to_async(list)(
         Message.objects.filter(conversation=conversation, role="user").values_list("content", flat=True)
