@@ -186,3 +186,46 @@ def test_it_loads_earlier_messages_as_the_reader_scrolls_up(page, alice_in):
     assert page.locator("#load-earlier").count() == 0
     first = page.locator("#transcript .msg").first
     assert first.get_attribute("id") == f"msg-{messages[0].id}"
+
+
+def test_edit_and_resend_makes_a_second_version_and_switching_back_restores_the_first(page, alice_in):
+    _open(page, alice_in, "openai:fake-normal")
+    _send(page, "first question")
+    page.wait_for_selector('.msg-assistant[data-status="complete"]')
+    _send(page, "second question")
+    page.wait_for_function("document.querySelectorAll('.msg-assistant[data-status=\"complete\"]').length === 2")
+
+    first = page.locator(".msg-user").first
+    first.locator("details.edit summary").click()
+    first.locator(".edit-text").fill("first question, edited 改")
+    first.locator(".edit-text").press("Enter")
+    page.wait_for_selector('.msg-user .sibling-count:text("2 / 2")')
+    page.wait_for_selector('.msg-assistant[data-status="complete"]')
+    assert page.locator(".msg").count() == 2
+    assert page.locator(".msg-user .content").inner_text() == "first question, edited 改"
+    assert "second question" not in page.locator("#transcript").inner_text()
+
+    page.locator(".msg-user .sibling-prev").first.click()
+    page.wait_for_selector('.msg-user .sibling-count:text("1 / 2")')
+    assert page.locator(".msg").count() == 4
+    assert page.locator(".msg-user .content").all_inner_texts() == ["first question", "second question"]
+    assert page.locator('.msg-assistant[data-status="complete"]').count() == 2
+
+
+def test_a_second_page_follows_a_branch_switch(page, alice_in):
+    conversation = _open(page, alice_in, "openai:fake-normal")
+    _send(page, "a question")
+    page.wait_for_selector('.msg-assistant[data-status="complete"]')
+    page.locator(".msg-assistant .regenerate").click()
+    page.wait_for_selector('.msg-assistant[data-status="complete"] .sibling-count:text("2 / 2")')
+    other = page.context.new_page()
+    other.goto(conversation.get_absolute_url())
+    other.wait_for_selector('#connection[data-state="open"]', state="attached")
+    assert other.locator(".msg-assistant .sibling-count").inner_text() == "2 / 2"
+
+    page.locator(".msg-assistant .sibling-prev").click()
+
+    other.wait_for_selector('.msg-assistant .sibling-count:text("1 / 2")')
+    first = Message.objects.filter(conversation=conversation, role="assistant").order_by("created_at").first()
+    assert other.locator(f"#msg-{first.id}").count() == 1
+    other.close()
