@@ -14,6 +14,7 @@ This module is named like the SDK; ``import openai`` below is the SDK
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -180,12 +181,21 @@ async def _chunks(response: httpx2.Response) -> AsyncIterator[dict]:
 
     Transport failures become the SDK's APITimeoutError / APIConnectionError
     and an ``{"error": ...}`` chunk its APIError, as the SDK's own stream does.
+    After ``[DONE]`` the rest of the body is read (for at most
+    ``DRAIN_TIMEOUT``), so that the connection goes back to the pool: leaving
+    the byte iterator early would make httpx close the response, and the
+    next reply would open a new connection.
     """
+    done = False
     try:
-        async with contextlib.aclosing(sse.events(response.aiter_bytes())) as stream:
+        async with asyncio.timeout(None) as drain, contextlib.aclosing(sse.events(response.aiter_bytes())) as stream:
             async for _, data in stream:
+                if done:
+                    continue
                 if data.startswith("[DONE]"):
-                    break
+                    done = True
+                    drain.reschedule(asyncio.get_running_loop().time() + DRAIN_TIMEOUT)
+                    continue
                 chunk = json.loads(data)
                 if not isinstance(chunk, dict):
                     continue
@@ -196,18 +206,12 @@ async def _chunks(response: httpx2.Response) -> AsyncIterator[dict]:
                         message = "An error occurred during streaming"
                     raise openai.APIError(message, response.request, body=error)
                 yield chunk
-            else:
-                return  # the body ended without [DONE]: nothing to drain
-    except httpx2.TimeoutException as exc:
-        raise openai.APITimeoutError(request=response.request) from exc
-    except (httpx2.RequestError, httpx2.StreamError, ssl.SSLError, anyio.EndOfStream) as exc:
+    except (TimeoutError, httpx2.RequestError, httpx2.StreamError, ssl.SSLError, anyio.EndOfStream) as exc:
+        if done:
+            return  # the reply is whole; only the connection is lost
+        if isinstance(exc, httpx2.TimeoutException | TimeoutError):
+            raise openai.APITimeoutError(request=response.request) from exc
         raise openai.APIConnectionError(request=response.request) from exc
-    # After [DONE], read what is left of an HTTP/1.1 body (briefly, as the SDK
-    # does) so that the connection goes back to the pool for the next reply.
-    if response.http_version == "HTTP/1.1" and not response.is_closed:
-        with contextlib.suppress(httpx2.RequestError, httpx2.StreamError), anyio.move_on_after(DRAIN_TIMEOUT):
-            async for _ in response.stream:
-                await anyio.lowlevel.checkpoint()
 
 
 def _reasoning(delta: object) -> str:
