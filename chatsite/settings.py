@@ -248,7 +248,6 @@ CHAT_PROVIDER_CONNECT_TIMEOUT = envfloat("CHAT_PROVIDER_CONNECT_TIMEOUT", 5.0)
 CHAT_PROVIDER_READ_TIMEOUT = envfloat("CHAT_PROVIDER_READ_TIMEOUT", 60.0)
 CHAT_MAX_MESSAGE_CHARS = envint("CHAT_MAX_MESSAGE_CHARS", 32000)
 CHAT_FRAME_INTERVAL_MS = envint("CHAT_FRAME_INTERVAL_MS", 50)
-CHAT_RENDER_INTERVAL_MS = envint("CHAT_RENDER_INTERVAL_MS", 1000)
 # A conversation page shows its newest CHAT_PAGE_MESSAGES messages; earlier
 # ones load as the reader scrolls up (or all at once with ?all=1, without JavaScript).
 CHAT_PAGE_MESSAGES = envint("CHAT_PAGE_MESSAGES", 100)

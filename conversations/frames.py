@@ -3,8 +3,9 @@
 Group names, ``broadcast``, the control requests to whichever worker runs a
 reply (Stop, snapshots), ``announce`` for a reply that ended elsewhere, and the
 renderers: ``bubble`` (the one ``_message.html``, as the page, the stream, the
-final swap and admin review draw it), ``stream_frame`` and its fast path
-``delta_html`` beside the template it mirrors, ``new_bubbles``, and the
+final swap and admin review draw it), ``stream_frame`` (what one feed of the
+reply's ``StreamingMarkdown`` changed) and its fast path ``delta_html`` beside
+the template it mirrors, ``new_bubbles``, and the
 composer's acknowledgement and error for the socket that sent.
 """
 
@@ -20,6 +21,7 @@ from django.template.loader import render_to_string
 from django.utils.html import format_html
 
 from conversations.models import Conversation, Feedback, Message, Transcript
+from conversations.streaming_markdown import StreamingMarkdown, StreamUpdate
 
 
 def group_name(conversation_id: UUID | str) -> str:
@@ -42,11 +44,20 @@ def bubble(message: Message, *, oob: bool = True, replaces: UUID | None = None) 
     return render_to_string("conversations/_message.html", {"msg": message, "oob": oob, "replaces": replaces})
 
 
-def streaming_bubble(message: Message, content: str, reasoning: str, *, replaces: UUID | None = None) -> str:
-    """The bubble of a reply being written, holding ``content`` and ``reasoning`` so far."""
+def shown_streaming(message: Message, stream: StreamingMarkdown, reasoning: str, thought_ms: int | None) -> Message:
+    """A copy of the reply being written as its frames drew it: the text
+    ``stream`` holds, ``reasoning`` so far, ``thought_ms`` once the answer started."""
     shown = copy.copy(message)
-    shown.content, shown.reasoning, shown.status = content, reasoning, Message.Status.STREAMING
-    return bubble(shown, replaces=replaces)
+    shown.content, shown.reasoning, shown.status = stream.text, reasoning, Message.Status.STREAMING
+    shown.streaming_markdown, shown.reasoning_ms = stream, thought_ms
+    return shown
+
+
+def streaming_bubble(
+    message: Message, stream: StreamingMarkdown, reasoning: str, *, thought_ms=None, replaces: UUID | None = None
+) -> str:
+    """The bubble of a reply being written (see ``shown_streaming``)."""
+    return bubble(shown_streaming(message, stream, reasoning, thought_ms), replaces=replaces)
 
 
 def transcript(conversation: Conversation, shown: Transcript) -> str:
@@ -83,20 +94,30 @@ def composer_error(message: str) -> str:
     return render_to_string("conversations/_composer_error.html", {"error": message})
 
 
-def stream_frame(message_id: UUID, text: str, reasoning: str, rendered: str = "") -> str:
-    """One coalesced stream frame: ``text`` and ``reasoning`` appended, or,
-    with ``rendered`` (sanitised markdown of the whole text so far), the
-    content replaced by it."""
-    if not rendered:
-        return delta_html(message_id, text, reasoning)
-    context = {"id": message_id, "text": text, "reasoning": reasoning, "rendered": rendered, "render": True}
+def stream_frame(
+    message_id: UUID, update: StreamUpdate, stream: StreamingMarkdown, reasoning: str, thinking: Message | None = None
+) -> str:
+    """One coalesced stream frame: what ``update`` (the last feed of ``stream``)
+    changed, ``reasoning`` appended; with ``thinking`` (the reply as of the
+    answer's first token), its thinking section folded instead."""
+    if not update.append_html and (update.extend or not update.changed) and thinking is None:
+        return delta_html(message_id, update.extend, reasoning)
+    context = {
+        "id": message_id,
+        "append": update.append_html,
+        "open": update.changed and not update.extend,
+        "stream": stream,
+        "extend": update.extend,
+        "reasoning": reasoning,
+        "thinking": thinking,
+    }
     return render_to_string("conversations/_frame.html", context)
 
 
 def delta_html(message_id: UUID, text: str, reasoning: str) -> str:
-    """What ``_frame.html`` renders without a markdown render, built directly
-    (most frames are these; a template render per frame was a visible share of
-    the server's CPU)."""
+    """What ``_frame.html`` renders for plain text appended to the open
+    paragraph, built directly (most frames are these; a template render per
+    frame was a visible share of the server's CPU)."""
     html = format_html('<span hx-swap-oob="beforeend:#msg-{}-tail">{}</span>', message_id, text) if text else ""
     if reasoning:
         html += format_html('<span hx-swap-oob="beforeend:#msg-{}-reasoning">{}</span>', message_id, reasoning)

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import time
 from uuid import UUID
 
 from channels.db import aclose_old_connections, database_sync_to_async
@@ -26,11 +27,14 @@ from django.conf import settings
 from django.utils.translation import gettext as _
 
 from conversations import frames, providers
-from conversations.markdown import render_markdown
 from conversations.models import Message
 from conversations.providers.base import ChatRequest, Finish, ProviderError, ReasoningDelta, TextDelta, Usage
+from conversations.streaming_markdown import StreamingMarkdown
 
 logger = logging.getLogger(__name__)
+
+MARKDOWN_SHARE = 0.1  # at most this share of a stream's time goes to rendering its markdown
+MARKDOWN_SHARE_FROM = 0.002  # s: a feed cheaper than this never delays a frame
 
 _active: dict[UUID, Generation] = {}
 _after: set[asyncio.Task] = set()  # follow-up tasks (a title), referenced until done
@@ -83,7 +87,12 @@ class Generation:
         self.reasoning: list[str] = [message.reasoning] if message.reasoning else []
         self.sent_text = 0  # how many parts of self.text frames have carried
         self.sent_reasoning = len(self.reasoning)
-        self.rendered_text = 0  # parts covered by the last markdown render
+        # The text as the frames drew it: finished blocks rendered once, the
+        # open tail again on each frame (see conversations.streaming_markdown).
+        self.markdown = StreamingMarkdown(self.prefix)
+        self.markdown.feed("")  # the prefix's blocks are in the bubble already
+        self.thought_ms: int | None = message.reasoning_ms  # set when the answer follows reasoning
+        self._markdown_due = 0.0  # no frame with text before this (loop time)
         self.seq = 0
         self.final_html = ""
         self.usage: Usage | None = None
@@ -93,7 +102,6 @@ class Generation:
         self._dirty = asyncio.Event()
         self._closing = asyncio.Event()
         self._last_frame = 0.0
-        self._last_render = 0.0
         self._started = 0.0
         # What the last checkpoint held (parts of text, reasoning) and when the
         # database last heard of this reply (loop time): see checkpoint().
@@ -110,7 +118,7 @@ class Generation:
     # --- control ---------------------------------------------------------
     def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._started = self._last_render = self._beat_at = loop.time()
+        self._started = self._beat_at = loop.time()
         # A fresh context: the task must not inherit the request's or the
         # socket's asgiref state (Django's per-request ThreadSensitiveContext
         # executor is shut down when the request ends, and the reply outlives it).
@@ -141,9 +149,10 @@ class Generation:
 
     def snapshot_html(self, *, replaces: UUID | None = None) -> str:
         """The streaming bubble holding what the frames sent so far carried."""
-        content = self.prefix + "".join(self.text[: self.sent_text])
         reasoning = "".join(self.reasoning[: self.sent_reasoning])
-        return frames.streaming_bubble(self.message, content, reasoning, replaces=replaces)
+        return frames.streaming_bubble(
+            self.message, self.markdown, reasoning, replaces=replaces, thought_ms=self.thought_ms
+        )
 
     # --- state for durability ---------------------------------------------
     def checkpoint(self, now: float) -> tuple[str, str] | None:
@@ -245,7 +254,7 @@ class Generation:
             await self._dirty.wait()
             if self._closing.is_set():
                 return
-            wait = self._last_frame + interval - loop.time()
+            wait = max(self._last_frame + interval, self._markdown_due) - loop.time()
             if wait > 0:
                 # asyncio.timeout rather than wait_for: no task per coalescing window.
                 with contextlib.suppress(TimeoutError):
@@ -261,16 +270,23 @@ class Generation:
         text = "".join(self.text[self.sent_text :])
         reasoning = "".join(self.reasoning[self.sent_reasoning :])
         self.sent_text, self.sent_reasoning = len(self.text), len(self.reasoning)
-        now = asyncio.get_running_loop().time()
-        rendered = ""
-        if now - self._last_render >= settings.CHAT_RENDER_INTERVAL_MS / 1000 and self.sent_text > self.rendered_text:
-            # Re-render the markdown now and then so formatting appears while
-            # streaming; deltas in between append raw (escaped) text.
-            self._last_render, self.rendered_text = now, self.sent_text
-            rendered = render_markdown(self.prefix + "".join(self.text[: self.sent_text]))
+        began = time.perf_counter()
+        update = self.markdown.feed(text)
+        cost = time.perf_counter() - began
+        if cost > MARKDOWN_SHARE_FROM:
+            # A long open block (a big table, a long code block) re-renders on
+            # every frame: space its frames out so that rendering it takes at
+            # most a tenth of this stream's time, however long it grows.
+            self._markdown_due = asyncio.get_running_loop().time() + cost * (1 / MARKDOWN_SHARE - 1)
+        thinking = None
+        if text and self.thought_ms is None and not self.prefix and any(self.reasoning):
+            # The answer starts after reasoning: fold the thinking section, once.
+            self.thought_ms = self._elapsed_ms()
+            thinking = frames.shown_streaming(self.message, self.markdown, "".join(self.reasoning), self.thought_ms)
+            reasoning = ""
         self.seq += 1
         self.frames_sent += 1
-        html = frames.stream_frame(self.message.id, text, reasoning, rendered)
+        html = frames.stream_frame(self.message.id, update, self.markdown, reasoning, thinking)
         await frames.broadcast_delta(self.conversation_id, self.message.id, self.seq, html)
 
     async def _end(self, pump: asyncio.Task, status: str, error: str, error_kind: str) -> None:
@@ -296,6 +312,7 @@ class Generation:
             usage=(self.usage.input_tokens, self.usage.output_tokens) if self.usage else None,
             first_token_ms=self.first_token_ms,
             duration_ms=self._elapsed_ms(),
+            reasoning_ms=self.thought_ms,
         )
         try:
             await aclose_old_connections()

@@ -18,8 +18,11 @@ from django.db.models import Case, Count, OuterRef, Q, Subquery, Sum, TextField,
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.functional import cached_property
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import gettext_lazy as _
+
+from conversations.streaming_markdown import StreamingMarkdown
 
 
 class ConversationQuerySet(models.QuerySet):
@@ -172,6 +175,7 @@ TITLE_CHARS = 60
 REPLY_FIELDS = [
     "content",
     "reasoning",
+    "reasoning_ms",
     "status",
     "error",
     "error_kind",
@@ -268,6 +272,8 @@ class Message(models.Model):
     input_tokens = models.PositiveIntegerField(_("input tokens"), null=True, blank=True)
     output_tokens = models.PositiveIntegerField(_("output tokens"), null=True, blank=True)
     first_token_ms = models.PositiveIntegerField(_("time to first token (ms)"), null=True, blank=True)
+    # From the request to the answer's first token, for a reply that reasoned first ("Thought for N s").
+    reasoning_ms = models.PositiveIntegerField(_("time thinking (ms)"), null=True, blank=True)
     duration_ms = models.PositiveIntegerField(_("duration (ms)"), null=True, blank=True)
     error = models.TextField(_("error"), blank=True)
     error_kind = models.CharField(_("error kind"), max_length=32, blank=True)
@@ -375,9 +381,13 @@ class Message(models.Model):
         usage: tuple[int | None, int | None] | None = None,
         first_token_ms: int | None = None,
         duration_ms: int | None = None,
+        reasoning_ms: int | None = None,
     ) -> None:
-        """Assign how the reply ended and render its HTML (``save_finished`` writes it)."""
+        """Assign how the reply ended and render its HTML (``save_finished`` writes it).
+        ``reasoning_ms`` None keeps what an earlier part of a continued reply measured."""
         self.content, self.reasoning, self.status = content, reasoning, status
+        if reasoning_ms is not None:
+            self.reasoning_ms = reasoning_ms
         self.error, self.error_kind = error, error_kind
         if finish_reason is not None:
             self.finish_reason, self.finish_reason_raw = finish_reason, finish_reason_raw
@@ -418,6 +428,19 @@ class Message(models.Model):
         rendered = render_markdown(self.content)
         self.html, self.html_version = str(rendered), RENDER_VERSION
         return rendered
+
+    @property
+    def thought_seconds(self) -> int | None:
+        """Whole seconds spent thinking (at least 1), None if the reply did not reason first."""
+        return None if self.reasoning_ms is None else max(1, round(self.reasoning_ms / 1000))
+
+    @cached_property
+    def streaming_markdown(self) -> StreamingMarkdown:
+        """The text so far, split as a stream shows it (finished blocks, open
+        tail); the reply being written sets its own on the bubble it draws."""
+        stream = StreamingMarkdown(self.content)
+        stream.feed("")
+        return stream
 
     @property
     def finish_label(self) -> str:

@@ -97,6 +97,7 @@ re-rendered on each feed, as the open block must be.
 from __future__ import annotations
 
 import bisect
+import html
 import re
 from dataclasses import dataclass
 
@@ -120,11 +121,16 @@ class StreamUpdate:
     none did). ``open_html``: sanitised HTML of the open tail, which replaces
     the bubble's open part. ``changed``: whether there is anything to do at all
     (something to append, or an ``open_html`` different from the last one).
+    ``extend``: when not empty, the open tail was and still is one plain
+    paragraph (see :attr:`StreamingMarkdown.plain`) and grew by exactly this
+    text, so a client may append it, escaped, to that paragraph instead of
+    replacing the open part.
     """
 
     append_html: SafeString
     open_html: SafeString
     changed: bool
+    extend: str = ""
 
 
 class StreamingMarkdown:
@@ -144,6 +150,7 @@ class StreamingMarkdown:
         self._pending_cr = False
         self._open_html = mark_safe("")
         self._displayed = ""  # the source of _open_html
+        self._plain = False
         self._add(prefix)
 
     @property
@@ -166,9 +173,34 @@ class StreamingMarkdown:
         """The last ``open_html``."""
         return self._open_html
 
+    @property
+    def plain(self) -> bool:
+        """The open tail is one line of plain text (no character markdown
+        could read as markup, no newline), so it is shown as one paragraph of
+        escaped text, :attr:`open_text`, without parsing or rendering."""
+        return self._plain
+
+    @property
+    def open_text(self) -> str:
+        """The open tail's text."""
+        return self._tail
+
     def feed(self, text: str) -> StreamUpdate:
         """Append a delta and say what the client must do about it."""
+        if self._plain and _PLAIN.fullmatch(text):
+            # The common case, prose without markup: no parse, no render.
+            self._tail += text
+            self._displayed = self._tail
+            self._open_html = _plain_html(self._tail)
+            return StreamUpdate(append_html=mark_safe(""), open_html=self._open_html, changed=bool(text), extend=text)
         self._add(text)
+        if not self._pending_cr and _is_plain(self._tail):
+            self._plain, self._displayed = True, self._tail
+            open_html = _plain_html(self._tail)
+            changed = open_html != self._open_html
+            self._open_html = open_html
+            return StreamUpdate(append_html=mark_safe(""), open_html=open_html, changed=changed)
+        self._plain = False
         lines = self._tail.split("\n")
         tokens = parse_blocks(self._tail)
         append_html = mark_safe("")
@@ -202,6 +234,29 @@ class StreamingMarkdown:
         if self._pending_cr:
             text = text[:-1]
         self._tail += _NEWLINES.sub("\n", text)
+
+
+# --- Plain text: one paragraph, escaped, no parse ----------------------------
+
+# Characters no markdown rule reads as markup anywhere in a line (no inline
+# rule starts with them; linkify and typographer are off), and neither a
+# newline nor a tab: a second line could turn the first into a heading or a
+# table, and tabs expand.
+_PLAIN = re.compile(r"[^\\`*_~\[\]<>&|\n\r\t\x00]*")
+# A line may begin a block (heading, quote, list, rule, fence, table, code)
+# or be stripped if it starts with one of these.
+_PLAIN_START = re.compile(r"[^\s#>\-+*=:|0-9]")
+
+
+def _is_plain(tail: str) -> bool:
+    return bool(tail) and bool(_PLAIN_START.match(tail)) and bool(_PLAIN.fullmatch(tail))
+
+
+def _plain_html(tail: str) -> SafeString:
+    """What render_markdown gives for a plain tail: markdown-it strips a
+    paragraph's surrounding whitespace, and a plain tail has nothing to escape
+    (``"`` comes out of nh3 as is); escaped all the same."""
+    return mark_safe(f"<p>{html.escape(tail.strip(), quote=False)}</p>\n")
 
 
 # --- Where the finished part ends ---------------------------------------------

@@ -21,9 +21,9 @@ TOKEN = re.compile(r"t(\d{19})(?!\d)")  # markdown may drop the trailing space
 FINAL = re.compile(r'class="msg msg-assistant status-(?!streaming)')
 
 
-def prepare(n: int) -> tuple[str, list[Conversation]]:
+def prepare(n: int, model_key: str = "openai:fake-timestamped") -> tuple[str, list[Conversation]]:
     """The bench user's session cookie and ``n`` new conversations on the fake's
-    timestamped model; replies an earlier run left streaming are interrupted."""
+    timestamped model (or ``model_key``); replies an earlier run left streaming are interrupted."""
     user, _ = get_user_model().objects.get_or_create(username="bench")
     session = SessionStore()
     session["_auth_user_id"] = str(user.pk)
@@ -33,10 +33,7 @@ def prepare(n: int) -> tuple[str, list[Conversation]]:
     Message.objects.filter(conversation__owner=user, status=Message.Status.STREAMING).update(
         status=Message.Status.INTERRUPTED
     )
-    conversations = [
-        Conversation.objects.create(owner=user, title=f"bench {i}", model_key="openai:fake-timestamped")
-        for i in range(n)
-    ]
+    conversations = [Conversation.objects.create(owner=user, title=f"bench {i}", model_key=model_key) for i in range(n)]
     return f"{settings.SESSION_COOKIE_NAME}={session.session_key}", conversations
 
 

@@ -24,8 +24,9 @@ FAKE_READY = re.compile(r"Fake provider listening on http://[\d.]+:(\d+)")
 
 
 class ChildProcess:
-    def __init__(self, args: list[str], env: dict[str, str], ready: re.Pattern, *, cpus: str = ""):
+    def __init__(self, args: list[str], env: dict[str, str], ready: re.Pattern, *, cpus: str = "", root: Path = ROOT):
         self.args = ["taskset", "-c", cpus, *args] if cpus else args
+        self.root = root
         self.env = env
         self.ready = ready
         self.proc: subprocess.Popen | None = None
@@ -35,7 +36,7 @@ class ChildProcess:
 
     def start(self, timeout: float = 30.0) -> ChildProcess:
         self.proc = subprocess.Popen(
-            self.args, cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            self.args, cwd=self.root, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
         threading.Thread(target=self._read, daemon=True).start()
         if not self._ready.wait(timeout) or self.port is None:
@@ -98,13 +99,14 @@ def _environ(env: dict[str, str | None]) -> dict[str, str]:
     return {k: v for k, v in merged.items() if v is not None}
 
 
-def app_server(env: dict[str, str | None], *, cpus: str = "") -> ChildProcess:
+def app_server(env: dict[str, str | None], *, cpus: str = "", root: Path = ROOT) -> ChildProcess:
     """The app under daphne on a free port of 127.0.0.1.  No title calls
-    unless ``env`` asks (benchmarks and tests measure the chat's own calls)."""
+    unless ``env`` asks (benchmarks and tests measure the chat's own calls).
+    ``root``: the checkout to serve (another commit's, to compare two)."""
     env = {"CHAT_TITLE_MODEL": "off", **env}
     daphne = str(BIN / "daphne") if (BIN / "daphne").exists() else "daphne"
     args = [daphne, "-b", "127.0.0.1", "-p", "0", "chatsite.asgi:application"]
-    return ChildProcess(args, _environ(env), DAPHNE_READY, cpus=cpus)
+    return ChildProcess(args, _environ(env), DAPHNE_READY, cpus=cpus, root=root)
 
 
 def fake_provider(env: dict[str, str | None], *options: str, cpus: str = "") -> ChildProcess:

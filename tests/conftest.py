@@ -215,8 +215,6 @@ def workers(django_db_setup, django_db_blocker, multi_fake):
         "CHAT_MODELS": "openai:fake-normal",
         "CHAT_PROVIDER_MAX_RETRIES": "0",
         "REDIS_URL": settings.REDIS_URL,
-        # Deltas only (no periodic markdown re-render), so frame text concatenates.
-        "CHAT_RENDER_INTERVAL_MS": "1000000000",
     }
     with two_workers(env, django_db_blocker) as workers:
         yield workers

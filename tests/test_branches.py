@@ -19,11 +19,6 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
 REPLY = expected_text("fake-normal")
 
 
-@pytest.fixture(autouse=True)
-def _append_only_frames(settings):
-    settings.CHAT_RENDER_INTERVAL_MS = 10**9
-
-
 @database_sync_to_async
 def _branch(conversation) -> list[tuple[str, str]]:
     return [(m.role, m.content) for m in Conversation.objects.get(pk=conversation.pk).transcript()]

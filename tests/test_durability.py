@@ -22,11 +22,6 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
 SLOW = "fake-long@tokens=200,delay=0.02"  # about 4 s
 
 
-@pytest.fixture(autouse=True)
-def _append_only_frames(settings):
-    settings.CHAT_RENDER_INTERVAL_MS = 10**9
-
-
 @pytest.fixture
 def sweeps_now(monkeypatch):
     """The next tick sweeps, whenever the last sweep of this process was."""

@@ -14,7 +14,7 @@ TEXTS = ["", "plain", " <b>&amp;</b> \"quoted\" 'single' ", "t123456789012345678
 @pytest.mark.parametrize("reasoning", ["", "think <i>'hard'</i> & \"long\""])
 def test_a_delta_frame_is_what_the_template_renders(text, reasoning):
     message_id = uuid.uuid4()
-    context = {"id": message_id, "text": text, "reasoning": reasoning, "rendered": "", "render": False}
+    context = {"id": message_id, "extend": text, "reasoning": reasoning}
     # The template file ends with a newline, which no swap uses.
     expected = render_to_string("conversations/_frame.html", context).removesuffix("\n")
     assert frames.delta_html(message_id, text, reasoning) == expected

@@ -10,9 +10,10 @@ from django.urls import reverse
 
 from conversations import generation
 from conversations.actions import clean_title
+from conversations.markdown import render_markdown
 from conversations.models import Conversation
 from conversations.providers.demo import reply_text, tokens
-from tests.wsclient import connect, delta_text, send, until_final
+from tests.wsclient import connect, delta_text, send, text_of, until_final
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
 
@@ -23,7 +24,6 @@ MODEL_TITLE = "Plans for a weekend trip"  # the demo model's title: the first fi
 @pytest.fixture(autouse=True)
 def _titles_on(settings):
     settings.CHAT_TITLE_MODEL = ""  # the conversation's own model
-    settings.CHAT_RENDER_INTERVAL_MS = 10**9
 
 
 @pytest.fixture
@@ -62,7 +62,7 @@ async def test_the_title_call_never_reaches_the_chats_stream_or_transcript(alice
     await _follow_ups_done()
     await communicator.disconnect()
 
-    assert delta_text(frames) == reply_text(QUESTION)
+    assert delta_text(frames) == text_of(render_markdown(reply_text(QUESTION)))
     assert not any(f">{MODEL_TITLE}</h1>" in frame for frame in frames)
     messages = await database_sync_to_async(list)(untitled.messages.order_by("created_at"))
     assert [(m.role, m.content) for m in messages] == [("user", QUESTION), ("assistant", reply_text(QUESTION))]

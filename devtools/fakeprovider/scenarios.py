@@ -30,6 +30,8 @@ disconnect       half the tokens, then the server closes the TCP connection
 stall            half the tokens, then silence until the client hangs up
 flaky-429        429 for the first ``fails`` requests with the same body, then normal
 timestamped      every token is ``t<time.time_ns()> `` (its send time), for benchmarks
+markdown         as timestamped, each stamp inside markdown (headings, bold, code
+                 spans, lists, a table, a fenced block) from ``MARKDOWN_TOKENS``
 error-<status>   that HTTP error before any streaming: 400 401 403 404 429 500 529
 
 Every reply honours the request's ``max_tokens``: fewer tokens, finish length.
@@ -65,6 +67,7 @@ SCENARIOS = (
     "stall",
     "flaky-429",
     "timestamped",
+    "markdown",
     "error-400",
     "error-401",
     "error-403",
@@ -102,14 +105,39 @@ BASE_TOKENS = (
 REASONING_TOKENS = ("Thinking", " about", " 你好", " step", " by", " step", ".")
 
 
-# The timestamped scenario's token: replaced by ``t<time.time_ns()> `` at the
-# moment it is written, after any pacing pause, so benchmarks measure only
-# what happens after the provider sends.
-STAMP = object()
+@dataclass(frozen=True)
+class Stamp:
+    """A token whose ``{}`` becomes ``t<time.time_ns()>`` at the moment it is
+    written, after any pacing pause, so benchmarks measure only what happens
+    after the provider sends."""
+
+    pattern: str
+
+
+STAMP = Stamp("{} ")  # the timestamped scenario's token
+# The markdown scenario's tokens, in a cycle: every kind of block a reply
+# has, so the stream renders finished blocks, open ones and held-back lines.
+MARKDOWN_TOKENS = tuple(
+    Stamp(pattern)
+    for pattern in (
+        "## Step {}\n\n",
+        "Some {} words ",
+        "with **{}** bold ",
+        "and `{}` code.\n\n",
+        "- {} item\n",
+        "- *{}* item\n\n",
+        "| {} | b |\n|---|---|\n",
+        "| {} | 2 |\n",
+        "| {} | 3 |\n\n",
+        "```python\nx = '{}'\n",
+        "y = '{}'\n```\n\n",
+        "1. {} done\n\n",
+    )
+)
 
 
 def stamped(token) -> str:
-    return f"t{time.time_ns()} " if token is STAMP else token
+    return token.pattern.format(f"t{time.time_ns()}") if isinstance(token, Stamp) else token
 
 
 @dataclass(frozen=True)
@@ -149,6 +177,8 @@ class Plan:
         for index in range(self.token_count(max_tokens)):
             if self.scenario == "timestamped":
                 yield STAMP
+            elif self.scenario == "markdown":
+                yield MARKDOWN_TOKENS[index % len(MARKDOWN_TOKENS)]
             elif index < len(BASE_TOKENS):
                 yield BASE_TOKENS[index]
             else:
@@ -201,7 +231,7 @@ def expected_text(model_name: str, tokens: int | None = None, max_tokens: int | 
     partial scenarios it is the text sent before the failure.
     """
     plan = parse_model(model_name, tokens=20 if tokens is None else tokens)
-    if plan is None or plan.scenario == "timestamped":
+    if plan is None or plan.scenario in ("timestamped", "markdown"):
         raise ValueError(f"no deterministic text for {model_name!r}")
     if plan.scenario.startswith("error-"):
         return ""

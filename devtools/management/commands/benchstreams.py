@@ -21,6 +21,8 @@ Use its own database, e.g.::
     python manage.py benchstreams --clients 200 --pin --json
     python manage.py benchstreams --sweep 10,50,100,200,400 --pin
     python manage.py benchstreams --clients 100 --pin --py-spy /tmp/profile.txt
+    python manage.py benchstreams --clients 100 --pin --scenario markdown
+    python manage.py benchstreams --clients 100 --pin --app-dir ../before  # another commit's app
 
 ``--sweep`` runs the scenario once per N, each against a fresh server, prints
 one table row each, and stops after the first N past the knee (a client did
@@ -104,6 +106,20 @@ class Command(BaseCommand):
         parser.add_argument("--timeout", type=float, default=120.0, help="Give up on a reply after this long.")
         parser.add_argument("--json", action="store_true", help="Machine-readable output.")
         parser.add_argument(
+            "--scenario",
+            choices=("timestamped", "markdown"),
+            default="timestamped",
+            help="The fake provider's replies: plain stamped words (default), or stamps inside headings, lists, "
+            "tables and code (markdown).",
+        )
+        parser.add_argument(
+            "--app-dir",
+            type=Path,
+            default=None,
+            help="Serve the app from this checkout (e.g. a git worktree of an earlier commit) to compare two "
+            "commits on the same machine; the database, fake provider and clients stay this checkout's.",
+        )
+        parser.add_argument(
             "--sweep",
             default="",
             help="Comma-separated client counts (e.g. 10,50,100,200,400): one run and one table row each, "
@@ -178,7 +194,8 @@ class Command(BaseCommand):
         return " ".join(f"{report[key]!s:>{width}}" for _, key, width in self.COLUMNS)
 
     def _bench(self, n: int, options: dict) -> dict:
-        cookies, conversations = prepare(n + 1)  # one more to warm the server up
+        model_key = f"openai:fake-{options['scenario']}"
+        cookies, conversations = prepare(n + 1, model_key)  # one more to warm the server up
         warmup, conversations = conversations[0], conversations[1:]
         writes_file = Path(tempfile.mkstemp(prefix="chat-writes-", suffix=".json")[1])
         stalls_file = Path(tempfile.mkstemp(prefix="chat-stalls-", suffix=".json")[1])
@@ -192,13 +209,14 @@ class Command(BaseCommand):
                     "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
                     "OPENAI_API_KEY": "bench",
                     "OPENAI_BASE_URL": provider.url + "/v1",
-                    "CHAT_MODELS": "openai:fake-timestamped",
+                    "CHAT_MODELS": model_key,
                     "CHAT_DEMO_MODEL": "0",
                     "CHAT_SQL_WRITES_FILE": str(writes_file),
                     "CHAT_STALLS_FILE": str(stalls_file),
                     **database_env(),
                 },
                 cpus="0" if options["pin"] else "",
+                **({"root": options["app_dir"].resolve()} if options["app_dir"] else {}),
             ).start()
             print(f"server pid {server.pid} (N={n})", file=sys.stderr, flush=True)
             profiler = None
@@ -354,6 +372,7 @@ class Command(BaseCommand):
         rss_rounds = run["rss_after_round"]
         p99 = percentile(latencies, 99)  # None without tokens
         return {
+            "scenario": options["scenario"],
             "clients": n,
             "rounds": options["rounds"],
             "tokens_per_reply": options["tokens"],
