@@ -31,20 +31,6 @@ def test_it_checks_ownership_on_every_url(charlie_client, conversation, reply):
     assert conversation.messages.count() == 2
 
 
-def test_it_creates_a_conversation_with_the_default_model(alice_client, alice):
-    response = alice_client.post(reverse("new_conversation"))
-    conversation = Conversation.objects.get(owner=alice)
-    assert response.status_code == 302
-    assert response["Location"] == conversation.get_absolute_url()
-    assert conversation.model_key == "demo:demo"
-
-
-def test_it_creates_a_conversation_with_the_chosen_model(alice_client, alice, settings):
-    settings.CHAT_DEMO_MODEL = "1"
-    alice_client.post(reverse("new_conversation"), {"model": "demo:demo"})
-    assert Conversation.objects.get(owner=alice).model_key == "demo:demo"
-
-
 def test_it_shows_the_transcript_escaped_and_rendered(alice_client, conversation, reply):
     Message.objects.create(conversation=conversation, parent=reply, role="user", content="<script>alert(1)</script>")
     response = alice_client.get(conversation.get_absolute_url())
