@@ -35,7 +35,11 @@ def _get_conversation_for_user(request: HttpRequest, conversation_id: UUID) -> C
 
 def _sidebar(request: HttpRequest) -> list[Conversation]:
     return list(
-        Conversation.objects.for_user(request.user).active().by_activity().only("id", "title", "updated_at")[:200]
+        Conversation.objects.for_user(request.user)
+        .active()
+        .with_messages()
+        .by_activity()
+        .only("id", "title", "updated_at")[:200]
     )
 
 

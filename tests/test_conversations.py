@@ -44,7 +44,9 @@ def test_it_shows_the_transcript_escaped_and_rendered(alice_client, conversation
 def test_it_lists_only_my_conversations_newest_first(alice_client, alice, charlie):
     older = Conversation.objects.create(owner=alice, title="Older")
     newer = Conversation.objects.create(owner=alice, title="Newer")
-    Conversation.objects.create(owner=charlie, title="Charlie's secret")
+    secret = Conversation.objects.create(owner=charlie, title="Charlie's secret")
+    for conversation in (older, newer, secret):
+        Message.objects.create(conversation=conversation, role="user", content="Hi")
     older.touch()  # activity moves it to the top
     body = alice_client.get(reverse("index")).content.decode()
     assert "Charlie&#x27;s secret" not in body and "Charlie's secret" not in body

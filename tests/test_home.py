@@ -133,3 +133,19 @@ def test_charlie_never_sees_alices_conversations(charlie_client, conversation, r
     assert conversation.get_absolute_url() not in body
     assert "Alice&#x27;s plans" not in body
     assert "No conversations yet." in body
+
+
+def test_empty_conversations_are_not_in_the_sidebar_but_stay_reachable(alice_client, alice, conversation, reply):
+    empty = Conversation.objects.create(owner=alice, title="Nothing here")
+
+    body = alice_client.get(reverse("index")).content.decode()
+
+    assert f'id="nav-{conversation.id}"' in body
+    assert f'id="nav-{empty.id}"' not in body and "Nothing here" not in body
+    assert alice_client.get(empty.get_absolute_url()).status_code == 200
+
+
+def test_with_messages_keeps_only_conversations_that_have_one(alice, conversation, reply):
+    Conversation.objects.create(owner=alice, title="Nothing here")
+
+    assert list(Conversation.objects.with_messages()) == [conversation]
