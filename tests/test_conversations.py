@@ -307,3 +307,16 @@ def test_the_model_picker_groups_models_by_provider(alice_client, conversation, 
     assert picker.index('label="OpenAI-compatible"') < picker.index('value="openai:same-name"')
     assert picker.index('label="Anthropic"') < picker.index('value="anthropic:same-name"')
     assert '<option value="demo:demo" selected>' in picker
+
+
+def _composer_focused(client, conversation) -> bool:
+    body = client.get(conversation.get_absolute_url()).content.decode()
+    textarea = body[body.index('<textarea name="text" id="composer-text"') :]
+    return "autofocus" in textarea[: textarea.index(">")]
+
+
+def test_the_composer_is_focused_on_a_new_chat_but_not_on_a_longer_one(alice, alice_client, conversation, reply):
+    assert _composer_focused(alice_client, Conversation.objects.create(owner=alice, model_key="demo:demo"))
+    assert _composer_focused(alice_client, conversation)  # its first exchange, as the home page leaves it
+    long, _messages = _long_conversation(alice, 4)
+    assert not _composer_focused(alice_client, long)
