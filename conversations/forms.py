@@ -68,6 +68,23 @@ class MessageForm(forms.Form):
         return text
 
 
+class StartForm(MessageForm, ModelForm):
+    """The home page's composer: the first message and the model it goes to
+    (the first offered model when none is given)."""
+
+    model = forms.CharField(label=_("Model"), max_length=200, required=False)
+
+    def clean_model(self) -> str:
+        from conversations import providers
+
+        if self.cleaned_data["model"]:
+            return super().clean_model()
+        default = providers.default_model()
+        if default is None:
+            raise forms.ValidationError(_("No model is configured, so nothing can answer yet."))
+        return default.key
+
+
 class FeedbackForm(forms.Form):
     # "clear" removes the rating: pressing a pressed thumb again takes it back.
     rating = forms.ChoiceField(choices=[("up", _("Thumbs up")), ("down", _("Thumbs down")), ("clear", _("Remove"))])

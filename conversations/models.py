@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import models, transaction
-from django.db.models import Case, Count, OuterRef, Q, Subquery, Sum, TextField, Value, When
+from django.db.models import Case, Count, Exists, OuterRef, Q, Subquery, Sum, TextField, Value, When
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
@@ -37,6 +37,10 @@ class ConversationQuerySet(models.QuerySet):
 
     def by_activity(self) -> ConversationQuerySet:
         return self.order_by("-updated_at", "-created_at")
+
+    def with_messages(self) -> ConversationQuerySet:
+        """Those with at least one message: an empty one is nothing to go back to."""
+        return self.filter(Exists(Message.objects.filter(conversation=OuterRef("pk"))))
 
     def with_review_stats(self) -> ConversationQuerySet:
         """Counts, tokens, status flags, feedback and flags for the admin list.

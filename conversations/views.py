@@ -15,7 +15,15 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from conversations import actions, providers
-from conversations.forms import ConversationSettingsForm, FeedbackForm, MessageForm, ModelForm, RenameForm, SignupForm
+from conversations.forms import (
+    ConversationSettingsForm,
+    FeedbackForm,
+    MessageForm,
+    ModelForm,
+    RenameForm,
+    SignupForm,
+    StartForm,
+)
 from conversations.models import Conversation, Feedback
 
 
@@ -27,7 +35,11 @@ def _get_conversation_for_user(request: HttpRequest, conversation_id: UUID) -> C
 
 def _sidebar(request: HttpRequest) -> list[Conversation]:
     return list(
-        Conversation.objects.for_user(request.user).active().by_activity().only("id", "title", "updated_at")[:200]
+        Conversation.objects.for_user(request.user)
+        .active()
+        .with_messages()
+        .by_activity()
+        .only("id", "title", "updated_at")[:200]
     )
 
 
@@ -58,21 +70,42 @@ def signup(request: HttpRequest) -> HttpResponse:
     return render(request, "registration/signup.html", {"form": form})
 
 
+def _render_index(request: HttpRequest, status: int = 200, **extra) -> HttpResponse:
+    return render(request, "conversations/index.html", _page_context(request, **extra), status=status)
+
+
 @require_GET
 def index(request: HttpRequest) -> HttpResponse:
-    return render(request, "conversations/index.html", _page_context(request))
+    return _render_index(request)
 
 
-@require_POST
-def new_conversation(request: HttpRequest) -> HttpResponse:
-    model = providers.default_model()
-    requested = request.POST.get("model", "")
-    if requested and providers.get_model(requested) is not None:
-        model_key = requested
+# The home page's composer posts here.  The conversation is created with its
+# first message, and the reply is already being written (actions.start_reply,
+# as for any send) when the conversation page opens and its socket joins it.
+@require_http_methods(["GET", "POST"])
+async def new_conversation(request: HttpRequest) -> HttpResponse:
+    if request.method == "GET":
+        return redirect("index")  # a "new chat" link: the home page's composer
+    user = await request.auser()
+    form = StartForm(request.POST)
+    if form.is_valid():
+        conv = await Conversation.objects.acreate(owner=user, model_key=form.cleaned_data["model"])
+        try:
+            await actions.start_reply(conv.id, user, form.cleaned_data["text"])
+        except actions.ReplyRefused as refusal:
+            await conv.adelete()  # no empty conversation is left behind
+            error = refusal.message
+        else:
+            return redirect(conv)
     else:
-        model_key = model.key if model else ""
-    conversation = Conversation.objects.create(owner=request.user, model_key=model_key)
-    return redirect(conversation)
+        error = next(iter(form.errors.values()))[0]
+    return await sync_to_async(_render_index)(
+        request,
+        status=400,
+        composer_text=request.POST.get("text", ""),
+        composer_error=error,
+        composer_model=request.POST.get("model", ""),
+    )
 
 
 def _render_detail(request: HttpRequest, conv: Conversation, status: int = 200, **extra) -> HttpResponse:

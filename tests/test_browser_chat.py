@@ -1,5 +1,7 @@
 """What a person sees, in real headless Chromium against a live daphne server."""
 
+from urllib.parse import urlsplit
+
 import pytest
 from django.contrib.auth import get_user_model
 
@@ -43,6 +45,57 @@ def _last_reply(conversation) -> Message:
 
 def _wait_for_text(page, chars: int = 10) -> None:
     page.wait_for_function(f"{LAST_REPLY} && {LAST_REPLY}.querySelector('.content').textContent.length > {chars}")
+
+
+def _wait_for_focus(page, element_id: str = "composer-text") -> None:
+    page.wait_for_function(f"document.activeElement && document.activeElement.id === '{element_id}'")
+
+
+def test_it_starts_a_chat_from_the_home_page(page, alice_in):
+    page.goto("/")
+    _wait_for_focus(page)
+    page.select_option("#composer-model", "openai:fake-normal")
+    page.keyboard.type("Hello from the home page")
+    page.keyboard.press("Enter")
+
+    page.wait_for_url("**/c/*/")
+    conversation = Conversation.objects.get(owner=alice_in)
+    assert page.url.endswith(conversation.get_absolute_url())
+    _wait_for_focus(page)
+    page.wait_for_selector('.msg-assistant[data-status="complete"]')
+    assert page.locator(".msg-user .content").inner_text() == "Hello from the home page"
+    assert page.locator(".msg-assistant").count() == 1
+    assert page.locator(".msg-assistant .content").inner_text().startswith(FULL_REPLY[:20])
+    assert _last_reply(conversation).content == FULL_REPLY
+
+    page.click(".new-conversation")
+    page.wait_for_url(lambda url: urlsplit(url).path == "/")
+    _wait_for_focus(page)
+    assert Conversation.objects.filter(owner=alice_in).count() == 1
+
+
+def test_sending_while_scrolled_up_scrolls_to_the_new_message(page, alice_in):
+    conversation = Conversation.objects.create(owner=alice_in, model_key="demo:demo")
+    parent = None
+    for i in range(40):
+        role = "user" if i % 2 == 0 else "assistant"
+        parent = Message.objects.create(conversation=conversation, parent=parent, role=role, content=f"message {i}")
+    page.goto(conversation.get_absolute_url())
+    page.wait_for_selector('#connection[data-state="open"]', state="attached")
+    page.evaluate("document.getElementById('transcript').scrollTop = 0")
+    # Two frames: the scroll event (the reader leaves the bottom) has been handled.
+    page.evaluate("new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))")
+
+    page.fill("#composer-text", "A question from up here")
+    page.click("#send-button")
+
+    page.wait_for_function(f"{LAST_REPLY}.dataset.status === 'complete' && {LAST_REPLY}.id !== 'msg-{parent.id}'")
+    page.wait_for_function(
+        "(el => el.scrollHeight - el.scrollTop - el.clientHeight < 80)(document.getElementById('transcript'))"
+    )
+    assert page.is_hidden("#jump-latest")
+    assert page.input_value("#composer-text") == ""
+    _wait_for_focus(page)
 
 
 def test_it_shows_the_reply_growing_before_it_ends(page, alice_in):

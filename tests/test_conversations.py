@@ -31,20 +31,6 @@ def test_it_checks_ownership_on_every_url(charlie_client, conversation, reply):
     assert conversation.messages.count() == 2
 
 
-def test_it_creates_a_conversation_with_the_default_model(alice_client, alice):
-    response = alice_client.post(reverse("new_conversation"))
-    conversation = Conversation.objects.get(owner=alice)
-    assert response.status_code == 302
-    assert response["Location"] == conversation.get_absolute_url()
-    assert conversation.model_key == "demo:demo"
-
-
-def test_it_creates_a_conversation_with_the_chosen_model(alice_client, alice, settings):
-    settings.CHAT_DEMO_MODEL = "1"
-    alice_client.post(reverse("new_conversation"), {"model": "demo:demo"})
-    assert Conversation.objects.get(owner=alice).model_key == "demo:demo"
-
-
 def test_it_shows_the_transcript_escaped_and_rendered(alice_client, conversation, reply):
     Message.objects.create(conversation=conversation, parent=reply, role="user", content="<script>alert(1)</script>")
     response = alice_client.get(conversation.get_absolute_url())
@@ -58,7 +44,9 @@ def test_it_shows_the_transcript_escaped_and_rendered(alice_client, conversation
 def test_it_lists_only_my_conversations_newest_first(alice_client, alice, charlie):
     older = Conversation.objects.create(owner=alice, title="Older")
     newer = Conversation.objects.create(owner=alice, title="Newer")
-    Conversation.objects.create(owner=charlie, title="Charlie's secret")
+    secret = Conversation.objects.create(owner=charlie, title="Charlie's secret")
+    for conversation in (older, newer, secret):
+        Message.objects.create(conversation=conversation, role="user", content="Hi")
     older.touch()  # activity moves it to the top
     body = alice_client.get(reverse("index")).content.decode()
     assert "Charlie&#x27;s secret" not in body and "Charlie's secret" not in body
@@ -319,3 +307,16 @@ def test_the_model_picker_groups_models_by_provider(alice_client, conversation, 
     assert picker.index('label="OpenAI-compatible"') < picker.index('value="openai:same-name"')
     assert picker.index('label="Anthropic"') < picker.index('value="anthropic:same-name"')
     assert '<option value="demo:demo" selected>' in picker
+
+
+def _composer_focused(client, conversation) -> bool:
+    body = client.get(conversation.get_absolute_url()).content.decode()
+    textarea = body[body.index('<textarea name="text" id="composer-text"') :]
+    return "autofocus" in textarea[: textarea.index(">")]
+
+
+def test_the_composer_is_focused_on_a_new_chat_but_not_on_a_longer_one(alice, alice_client, conversation, reply):
+    assert _composer_focused(alice_client, Conversation.objects.create(owner=alice, model_key="demo:demo"))
+    assert _composer_focused(alice_client, conversation)  # its first exchange, as the home page leaves it
+    long, _messages = _long_conversation(alice, 4)
+    assert not _composer_focused(alice_client, long)

@@ -1,9 +1,13 @@
 """The offline demo provider."""
 
 import asyncio
+import dataclasses
 
 import pytest
+from channels.db import database_sync_to_async
 
+from conversations import actions
+from conversations.models import Message
 from conversations.providers import get_provider
 from conversations.providers.base import ChatMessage, Finish, FinishReason, TextDelta, Usage
 from conversations.providers.demo import QUOTE_LIMIT, reply_text, tokens
@@ -102,3 +106,47 @@ async def test_a_non_streaming_call_returns_the_whole_reply_at_once():
 
     assert events[0] == TextDelta(reply_text("Hello there"))
     assert events[-1] == Finish(FinishReason.STOP, "stop")
+
+
+def continuing(*messages):
+    return dataclasses.replace(demo(*messages), extra={"continuation": True})
+
+
+async def test_continuing_a_cut_reply_sends_only_the_rest_of_it():
+    whole = reply_text("Hello there")
+    cut = "".join(tokens(whole)[:9])  # ends mid-sentence, as a stopped reply does
+
+    events, error = await run(continuing("Hello there", ChatMessage("assistant", cut)))
+
+    rest = "".join(d.text for d in of_type(events, TextDelta))
+    assert error is None
+    assert cut + rest == whole
+    assert rest.count("You wrote") == 0
+
+
+async def test_continuing_words_it_did_not_write_ends_them_with_a_closing_line():
+    events, _ = await run(continuing("Hello there", ChatMessage("assistant", "Another model began")))
+
+    rest = "".join(d.text for d in of_type(events, TextDelta))
+    assert rest == "\n\nThat is all the offline demo model has to add."
+
+
+async def _finished(conversation_id, running) -> Message:
+    await asyncio.wait_for(running.done.wait(), 10)
+    return await Message.objects.aget(pk=running.message.id)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_continue_after_max_tokens_makes_the_reply_whole(alice, conversation):
+    conversation.max_tokens = 7
+    await conversation.asave(update_fields=["max_tokens"])
+    cut = await _finished(conversation.id, await actions.start_reply(conversation.id, alice, "Go on"))
+    assert cut.finish_reason == "length" and cut.content == "".join(tokens(reply_text("Go on"))[:7])
+
+    conversation.max_tokens = None
+    await conversation.asave(update_fields=["max_tokens"])
+    continued = await _finished(conversation.id, await actions.continue_reply(conversation.id, alice, cut.id))
+
+    assert continued.id == cut.id
+    assert continued.content == reply_text("Go on")
+    assert await database_sync_to_async(conversation.messages.count)() == 2

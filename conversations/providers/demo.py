@@ -3,7 +3,8 @@
 It needs no key and no network, so a fresh install can be tried at once.
 The reply quotes the user's last message in its first paragraph, then shows
 a table, a fenced Python block and a little Chinese, token by token with
-``settings.CHAT_DEMO_TOKEN_DELAY_MS`` between tokens.  Tokens are word-ish
+``settings.CHAT_DEMO_TOKEN_DELAY_MS`` between tokens.  Continuing a reply
+(``extra["continuation"]``) sends only the rest of it.  Tokens are word-ish
 pieces that keep their leading whitespace, so they join back exactly.
 """
 
@@ -48,6 +49,15 @@ def reply_text(last_user_message: str) -> str:
     return f"{intro}\n\n{middle}\n\n{_TABLE}\n\n{_CODE}\n\n{closing}"
 
 
+def continuation_text(whole: str, written: str) -> str:
+    """What the demo adds to ``written``, a reply cut short, when asked to
+    continue it: the rest of ``whole`` (its reply to the same message), so
+    that the two read as one reply.  Text it did not write gets a closing line."""
+    if whole.startswith(written) and len(whole) > len(written):
+        return whole[len(written) :]
+    return "\n\n" + gettext("That is all the offline demo model has to add.")
+
+
 def tokens(text: str) -> list[str]:
     """Word-ish tokens with their leading whitespace; ``"".join(tokens(t)) == t``."""
     return _TOKEN.findall(text)
@@ -79,7 +89,11 @@ class DemoProvider(Provider):
             # A title call: the first few words of what the user first wrote.
             first_user = next((m.content for m in request.messages if m.role == "user"), "")
             return tokens(" ".join(first_user.split()[:TITLE_WORDS])), Finish(FinishReason.STOP, "stop")
-        pieces = tokens(reply_text(last_user))
+        text = reply_text(last_user)
+        last = request.messages[-1] if request.messages else None
+        if request.extra.get("continuation") and last is not None and last.role == "assistant":
+            text = continuation_text(text, last.content)
+        pieces = tokens(text)
         limit = request.max_tokens or request.model.max_tokens
         if limit and len(pieces) > limit:
             return pieces[:limit], Finish(FinishReason.LENGTH, "length")

@@ -69,7 +69,12 @@
     if (ack && ack.dataset.sent) {
       delete ack.dataset.sent;
       var textarea = composerText();
-      if (textarea) { textarea.value = ""; grow(textarea); }
+      if (textarea) { textarea.value = ""; grow(textarea); textarea.focus(); }
+      // Whoever sends wants to see their message and the reply, even from
+      // further up the transcript.
+      pinned = true;
+      var jump = $("#jump-latest");
+      if (jump) jump.hidden = true;
     }
     follow();
   });
