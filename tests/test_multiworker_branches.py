@@ -192,7 +192,7 @@ async def test_a_title_written_after_a_reply_on_worker_a_reaches_worker_b(titlin
     assert (saved.title_source, saved.title_model) == ("model", TITLE_MODEL)
     assert saved.title_output_tokens == 14
     titles = [r.json for r in multi_fake.requests if r.json and r.json.get("model") == "fake-normal@tokens=14"]
-    assert len(titles) == 1  # one title call, by A alone
+    assert len(titles) == 1  # one title call, though both workers saw the reply end
     assert [(m["role"], m["content"]) for m in titles[0]["messages"][:2]] == [("user", QUESTION), ("assistant", REPLY)]
 
     status, page, _cookies = await asyncio.to_thread(_http, b, conversation.get_absolute_url(), cookie)
