@@ -28,9 +28,13 @@ def chromium_missing() -> str:
 
 
 def server_on_test_db(env: dict[str, str]) -> ChildProcess:
-    """The app on the test database, with no provider settings from the machine."""
+    """The app on the test database, with no provider settings from the machine
+    and no title calls unless ``env`` sets ``CHAT_TITLE_MODEL``."""
     clean = {k: None for k in os.environ if k.startswith(("OPENAI_", "ANTHROPIC_", "CHAT_"))}
-    return app_server({**clean, "DJANGO_TESTING": "1", "DJANGO_DEBUG": "0", **database_env(), **env})
+    # Removing every CHAT_ variable also removed app_server's "off" default,
+    # and an unset CHAT_TITLE_MODEL means titles by the conversation's model.
+    quiet = {"CHAT_TITLE_MODEL": "off", "DJANGO_TESTING": "1", "DJANGO_DEBUG": "0"}
+    return app_server({**clean, **quiet, **database_env(), **env})
 
 
 @contextlib.contextmanager
