@@ -243,6 +243,12 @@ TITLE_PROMPT = (
 TITLE_INPUT_CHARS = 2000  # of the question and of the reply: enough to tell what it is about
 
 
+async def rename(conversation: Conversation, title: str) -> None:
+    """The user's own title, in every open tab's header, sidebar and tab."""
+    await database_sync_to_async(conversation.rename)(title)
+    await frames.broadcast(conversation.id, await database_sync_to_async(frames.title)(conversation))
+
+
 async def write_title(reply: Message) -> None:
     """After a conversation's first reply completed: a separate model call
     (tagged ``title``, never part of the chat's stream or transcript) writes a

@@ -224,14 +224,15 @@ async def switch(request: HttpRequest, conversation_id: UUID, message_id: UUID) 
 
 
 @require_POST
-def rename(request: HttpRequest, conversation_id: UUID) -> HttpResponse:
-    conv = _get_conversation_for_user(request, conversation_id)
+async def rename(request: HttpRequest, conversation_id: UUID) -> HttpResponse:
+    conv, _user = await _aget_conversation_for_user(request, conversation_id)
     form = RenameForm(request.POST)
     if form.is_valid():
-        conv.rename(form.cleaned_data["title"])
+        await actions.rename(conv, form.cleaned_data["title"])
     if request.htmx:
         # The header, and the sidebar entry out of band.
-        return render(request, "conversations/_title.html", {"conversation": conv, "header_oob": False})
+        context = {"conversation": conv, "header_oob": False}
+        return await sync_to_async(render)(request, "conversations/_title.html", context)
     return redirect(conv)
 
 

@@ -171,7 +171,8 @@ def chat_server(django_db_setup, django_db_blocker, browser_fake_provider):
         "OPENAI_BASE_URL": browser_fake_provider.openai_base_url,
         "ANTHROPIC_API_KEY": "sk-ant-test-not-a-real-key",
         "ANTHROPIC_BASE_URL": browser_fake_provider.anthropic_base_url,
-        "CHAT_MODELS": "openai:fake-normal=Fake GPT,anthropic:fake-normal=Fake Claude,openai:fake-slow-first=Fake Slow",
+        "CHAT_MODELS": "openai:fake-normal=Fake GPT,anthropic:fake-normal=Fake Claude,openai:fake-slow-first=Fake Slow,"
+        "openai:fake-markdown=Fake Markdown,openai:fake-reasoning=Fake Reasoning",
         "CHAT_DEMO_MODEL": "1",
         "CHAT_DEMO_TOKEN_DELAY_MS": "5",
         "CHAT_PROVIDER_MAX_RETRIES": "0",

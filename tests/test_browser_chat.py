@@ -282,3 +282,74 @@ def test_a_second_page_follows_a_branch_switch(page, alice_in):
     first = Message.objects.filter(conversation=conversation, role="assistant").order_by("created_at").first()
     assert other.locator(f"#msg-{first.id}").count() == 1
     other.close()
+
+
+def test_markdown_shows_formatted_while_it_streams(page, alice_in):
+    conversation = _open(page, alice_in, "openai:fake-markdown")
+    page.evaluate(
+        """() => {
+        window.__samples = [];
+        new MutationObserver(() => {
+            const replies = document.querySelectorAll('.msg-assistant');
+            const last = replies[replies.length - 1];
+            if (!last || last.dataset.status !== 'streaming') return;
+            const content = last.querySelector('.content');
+            window.__samples.push({
+                text: content.textContent,
+                tables: content.querySelectorAll('.stream-open table tbody tr').length,
+                code: content.querySelectorAll('.stream-open .code-block').length,
+            });
+        }).observe(document.getElementById('transcript'), {subtree: true, childList: true, characterData: true});
+    }"""
+    )
+    _send(page, "Markdown, please")
+    page.wait_for_selector('.msg-assistant[data-status="complete"]')
+    samples = page.evaluate("window.__samples")
+
+    assert len({s["text"] for s in samples}) >= 10, samples
+    for sample in samples:  # markup never shows as characters, not even on the line being written
+        assert "**" not in sample["text"] and "`" not in sample["text"], sample
+        assert "|" not in sample["text"] and "##" not in sample["text"], sample
+    assert any(s["tables"] for s in samples), "a table is a <table> while it grows"
+    assert any(s["code"] for s in samples), "an open fence is a code block while it grows"
+    reply = _last_reply(conversation)
+    shown = page.locator(".msg-assistant .content").evaluate(
+        "el => { const copy = el.cloneNode(true); copy.querySelectorAll('.copy-code').forEach(b => b.remove());"
+        " return copy.innerHTML; }"
+    )
+    assert shown == reply.html  # the final swap is the full render (less chat.js's copy buttons)
+
+
+def test_the_thinking_section_is_open_while_thinking_and_folds_when_the_answer_starts(page, alice_in):
+    conversation = _open(page, alice_in, "openai:fake-reasoning")
+    page.evaluate(
+        """() => {
+        window.__states = [];
+        new MutationObserver(() => {
+            const replies = document.querySelectorAll('.msg-assistant');
+            const last = replies[replies.length - 1];
+            const thinking = last && last.querySelector('details.thinking');
+            if (!thinking || last.dataset.status !== 'streaming') return;
+            window.__states.push({
+                open: thinking.open,
+                reasoning: thinking.querySelector('.thinking-body').textContent.length,
+                answer: last.querySelector('.content').textContent.trim().length,
+                summary: thinking.querySelector('summary').textContent,
+            });
+        }).observe(document.getElementById('transcript'), {subtree: true, childList: true, characterData: true});
+    }"""
+    )
+    _send(page, "Think first")
+    page.wait_for_selector('.msg-assistant[data-status="complete"]')
+    states = page.evaluate("window.__states")
+
+    thinking = [s for s in states if s["reasoning"] and not s["answer"]]
+    answering = [s for s in states if s["answer"]]
+    assert thinking and all(s["open"] and s["summary"] == "Thinking" for s in thinking), states
+    assert answering and not any(s["open"] for s in answering), states
+    assert all(s["summary"].startswith("Thought for") for s in answering), states
+    reply = _last_reply(conversation)
+    assert reply.reasoning_ms is not None
+    summary = page.locator(".msg-assistant details.thinking summary").inner_text()
+    assert summary in ("Thought for 1 second", f"Thought for {reply.thought_seconds} seconds")
+    assert not page.locator(".msg-assistant details.thinking").evaluate("el => el.open")

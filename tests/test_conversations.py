@@ -54,6 +54,7 @@ def test_it_lists_only_my_conversations_newest_first(alice_client, alice, charli
     assert newer.get_absolute_url() in body
 
 
+@pytest.mark.django_db(transaction=True)  # the view is async
 def test_it_renames(alice_client, conversation):
     response = alice_client.post(reverse("rename", args=[conversation.id]), {"title": "  Trip to 北京  "})
     assert response.status_code == 302
@@ -61,6 +62,7 @@ def test_it_renames(alice_client, conversation):
     assert conversation.title == "Trip to 北京"
 
 
+@pytest.mark.django_db(transaction=True)  # the view is async
 def test_it_renames_with_htmx(alice_client, conversation):
     response = alice_client.post(
         reverse("rename", args=[conversation.id]), {"title": "New"}, headers={"HX-Request": "true"}
