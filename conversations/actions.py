@@ -241,6 +241,7 @@ TITLE_PROMPT = (
     "Answer with the title only: no quotes, no punctuation at the end, no markdown."
 )
 TITLE_INPUT_CHARS = 2000  # of the question and of the reply: enough to tell what it is about
+TITLE_MAX_TOKENS = 30
 
 
 async def rename(conversation: Conversation, title: str) -> None:
@@ -289,9 +290,6 @@ async def write_title(reply: Message) -> None:
         logger.warning("no title for conversation of reply %s: %s", reply.id, exc)
     except Exception:
         logger.exception("no title for conversation of reply %s", reply.id)
-
-
-TITLE_MAX_TOKENS = 30
 
 
 @database_sync_to_async

@@ -182,8 +182,8 @@ class StreamingMarkdown:
 
     @property
     def open_text(self) -> str:
-        """The open tail's text."""
-        return self._tail
+        """The open tail's text, without the blank lines it may start with."""
+        return self._tail.lstrip("\n")
 
     def feed(self, text: str) -> StreamUpdate:
         """Append a delta and say what the client must do about it."""
@@ -194,33 +194,37 @@ class StreamingMarkdown:
             self._open_html = _plain_html(self._tail)
             return StreamUpdate(append_html=mark_safe(""), open_html=self._open_html, changed=bool(text), extend=text)
         self._add(text)
+        append_html, tokens = mark_safe(""), None
+        # A plain tail holds no finished block (at most blank lines before its one line), so no parse.
+        if self._pending_cr or not _is_plain(self._tail):
+            append_html, tokens = self._cut()
         if not self._pending_cr and _is_plain(self._tail):
-            self._plain, self._displayed = True, self._tail
-            open_html = _plain_html(self._tail)
-            changed = open_html != self._open_html
-            self._open_html = open_html
-            return StreamUpdate(append_html=mark_safe(""), open_html=open_html, changed=changed)
-        self._plain = False
-        lines = self._tail.split("\n")
-        tokens = parse_blocks(self._tail)
-        append_html = mark_safe("")
-        cut = _stable_lines(tokens, lines)
-        if cut:
-            offset = sum(len(line) + 1 for line in lines[:cut])
-            finished, self._tail = self._tail[:offset], self._tail[offset:]
-            self._finished_text.append(finished)
-            self._stable_offset += offset
-            append_html = render_markdown(finished)
-            self._finished_html.append(append_html)
-            lines = lines[cut:]
-            tokens = parse_blocks(self._tail)
-        displayed = _displayed(self._tail, lines, tokens)
-        # Deltas that only add hidden characters ("*", a held-back line) change nothing shown.
-        open_html = self._open_html if displayed == self._displayed else render_markdown(displayed)
+            self._plain, displayed, open_html = True, self._tail, _plain_html(self._tail)
+        else:
+            self._plain = False
+            displayed = _displayed(self._tail, self._tail.split("\n"), tokens or parse_blocks(self._tail))
+            # Deltas that only add hidden characters ("*", a held-back line) change nothing shown.
+            open_html = self._open_html if displayed == self._displayed else render_markdown(displayed)
         self._displayed = displayed
         changed = bool(append_html) or open_html != self._open_html
         self._open_html = open_html
         return StreamUpdate(append_html=append_html, open_html=open_html, changed=changed)
+
+    def _cut(self) -> tuple[SafeString, list[Token] | None]:
+        """Move the finished blocks at the tail's start to the finished part:
+        their HTML, and the remaining tail's tokens if it was not cut."""
+        lines = self._tail.split("\n")
+        tokens = parse_blocks(self._tail)
+        cut = _stable_lines(tokens, lines)
+        if not cut:
+            return mark_safe(""), tokens
+        offset = sum(len(line) + 1 for line in lines[:cut])
+        finished, self._tail = self._tail[:offset], self._tail[offset:]
+        self._finished_text.append(finished)
+        self._stable_offset += offset
+        append_html = render_markdown(finished)
+        self._finished_html.append(append_html)
+        return append_html, None
 
     def final(self) -> SafeString:
         """The whole text rendered at once: ``render_markdown(prefix + all fed text)``."""
@@ -249,7 +253,8 @@ _PLAIN_START = re.compile(r"[^\s#>\-+*=:|0-9]")
 
 
 def _is_plain(tail: str) -> bool:
-    return bool(tail) and bool(_PLAIN_START.match(tail)) and bool(_PLAIN.fullmatch(tail))
+    line = tail.lstrip("\n")  # blank lines after a finished heading or list do not change its parse
+    return bool(_PLAIN_START.match(line)) and bool(_PLAIN.fullmatch(line))
 
 
 def _plain_html(tail: str) -> SafeString:

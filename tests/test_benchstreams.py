@@ -62,7 +62,7 @@ def test_it_benchmarks_joiners_across_two_workers():
     out = io.StringIO()
     call_command("benchscaleout", conversations=2, tokens=60, delay=0.01, first_delay=0, json=True, stdout=out)
     report = json.loads(out.getvalue())
-    assert report["failed"] == 0 and report["errors"] == []
+    assert (report["failed"], report["errors"]) == (0, [])
     assert report["joiners_exact (no gap, no repeat)"] == "2/2"
     assert report["snapshot_ms_p50"] >= 0 and report["frames_per_s"] > 0
     assert report["db_writes_by_table"]["INSERT conversations_message"] == 4

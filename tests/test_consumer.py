@@ -16,7 +16,8 @@ from conversations import generation
 from conversations.markdown import RENDER_VERSION, render_markdown
 from conversations.models import Conversation, Message
 from devtools.fakeprovider import expected_text
-from tests.wsclient import StreamView, connect, delta_text, first_delta, has_delta, send, session_cookie, until_final
+from devtools.streamview import StreamView, has_delta
+from tests.wsclient import connect, delta_text, first_delta, send, session_cookie, until_final
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
 
@@ -303,6 +304,30 @@ async def test_it_sends_the_whole_history_to_the_next_model(alice, conversation,
     assert "fake-reasoning" in frames[-1]
     reply = await _reply(conversation)
     assert reply.model == "fake-reasoning" and reply.reasoning
+
+
+async def test_the_thinking_section_is_open_while_the_model_thinks_and_folds_with_its_time(
+    alice, conversation, openai_fake
+):
+    await sync_to_async(openai_fake)(conversation, "fake-reasoning")
+    communicator = await connect(alice, conversation)
+    await send(communicator, action="send", text="think first")
+    frames = await until_final(communicator)
+    await communicator.disconnect()
+
+    reply = await _reply(conversation)
+    assert reply.reasoning and reply.reasoning_ms is not None and reply.reasoning_ms > 0
+    thinking = f'id="msg-{reply.id}-thinking"'
+    opened = [i for i, f in enumerate(frames) if thinking in f and re.search(thinking + r"[^>]* open", f)]
+    folded = [i for i, f in enumerate(frames) if thinking in f and "Thought for" in f]
+    assert opened and folded, "the section opened, then folded"
+    assert opened[0] < folded[0]
+    fold = frames[folded[0]]
+    assert re.search(thinking + r'[^>]*hx-swap-oob="outerHTML"', fold)
+    assert not re.search(thinking + r"[^>]* open", fold)
+    # Reasoning deltas stream before the fold, answer text after it.
+    assert any(f'beforeend:#msg-{reply.id}-reasoning"' in f for f in frames[: folded[0]])
+    assert f"Thought for {reply.thought_seconds} second" in frames[-1]
 
 
 async def test_it_sends_a_new_reply_with_its_feedback_control_ready(alice, conversation, openai_fake):

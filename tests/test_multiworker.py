@@ -18,8 +18,8 @@ from django.test import Client
 
 from conversations.models import Conversation, Message
 from devtools.fakeprovider import expected_text
+from devtools.streamview import StreamView, has_delta
 from tests.livesite import two_workers
-from tests.wsclient import StreamView, has_delta
 
 pytestmark = [
     pytest.mark.multiworker,

@@ -502,3 +502,67 @@ def test_finished_blocks_never_change_for_random_block_sequences(seed):
         assert renderer.final() == full
         finished_some += renderer.stable_offset > 0
     assert finished_some  # (an early open "~~~" fence or a list can keep a whole reply open)
+
+
+# --- Plain prose: the fast path ---------------------------------------------------------
+
+PLAIN_WORDS = ["Hello", "world", "你好", "世界", "👋🏽", "it's", '"quoted"', "(yes)", "a.b", "50%", "ok!", "$5", "#"]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_plain_prose_extends_the_open_paragraph_by_exactly_each_delta(seed):
+    rng = random.Random(seed)
+    pieces = ["Well,"] + [" " + rng.choice(PLAIN_WORDS) for _ in range(40)]
+    renderer = StreamingMarkdown()
+    renderer.feed(pieces[0])
+    for piece in pieces[1:]:
+        update = renderer.feed(piece)
+        assert renderer.plain
+        assert update.extend == piece
+        assert update.append_html == ""
+        # The fast path shows exactly what the full render of the open tail shows.
+        assert update.open_html == render_markdown(renderer.open_text)
+    assert renderer.open_text == "".join(pieces)
+    assert renderer.final() == render_markdown("".join(pieces))
+
+
+@pytest.mark.parametrize("markup", ["**", "`", "_", "~~", "[", "<b>", "&amp;", "|", "\\", "\t"])
+def test_markup_in_a_delta_leaves_the_fast_path_and_renders_as_markdown(markup):
+    renderer, updates = feed_all(["Some", " prose", f" {markup}x"])
+    assert updates[1].extend == " prose"
+    assert updates[2].extend == ""
+    assert not renderer.plain
+    assert renderer.final() == render_markdown(f"Some prose {markup}x")
+
+
+def test_a_newline_ends_the_fast_path_since_the_next_line_may_make_a_heading_or_a_table():
+    renderer, updates = feed_all(["Title", " here", "\n", "====="])
+    assert updates[1].extend == " here"
+    assert [u.extend for u in updates[2:]] == ["", ""]
+    renderer.feed("\n")
+    assert renderer.finished_html == "<h1>Title here</h1>\n"
+
+
+@pytest.mark.parametrize("start", ["1. item", "# head", "- item", "> quote", "    code", "+ item", "= x", ": x"])
+def test_a_line_that_may_begin_a_block_never_takes_the_fast_path(start):
+    renderer, updates = feed_all([start, " more"])
+    assert [u.extend for u in updates] == ["", ""]
+    assert not renderer.plain
+    assert updates[-1].open_html == render_markdown(start + " more")
+
+
+def test_a_pending_carriage_return_keeps_the_line_open_until_its_newline_arrives():
+    renderer, updates = feed_all(["Para one\r", "\n\r", "\nPara", " two"])
+    assert updates[0].extend == ""
+    assert updates[2].append_html == "<p>Para one</p>\n"
+    assert updates[3].extend == " two"
+    assert renderer.final() == render_markdown("Para one\n\nPara two")
+
+
+def test_the_fast_path_resumes_after_a_finished_block():
+    renderer, updates = feed_all(["## Head\n", "\n", "Then", " prose", " **bold**", " after"])
+    assert updates[0].append_html == "<h2>Head</h2>\n"
+    assert renderer.open_text == "Then prose **bold** after"  # the blank line is not shown
+    assert updates[3].extend == " prose"
+    assert updates[4].extend == updates[5].extend == ""  # the tail has markup now
+    assert updates[5].open_html == "<p>Then prose <strong>bold</strong> after</p>\n"

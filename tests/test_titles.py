@@ -13,7 +13,8 @@ from conversations.actions import clean_title
 from conversations.markdown import render_markdown
 from conversations.models import Conversation
 from conversations.providers.demo import reply_text, tokens
-from tests.wsclient import connect, delta_text, send, text_of, until_final
+from devtools.streamview import text_of
+from tests.wsclient import connect, delta_text, send, until_final
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
 

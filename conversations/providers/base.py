@@ -130,7 +130,8 @@ class ChatRequest:
     system: str = ""
     temperature: float | None = None
     max_tokens: int | None = None  # None: the model's default, then the provider's
-    extra: dict = field(default_factory=dict)  # reserved; providers ignore unknown keys
+    # Hints; "continuation": the last assistant message is a cut reply to go on from. Unknown keys are ignored.
+    extra: dict = field(default_factory=dict)
     # What the call is for ("chat", "title"): a caller keeps each call's events
     # to its own consumer, so a title never reaches the chat's stream.
     tags: tuple[str, ...] = ("chat",)

@@ -36,10 +36,9 @@ from django.core.management.base import BaseCommand, CommandError
 from conversations.stats import percentile
 from devtools.benchstats import FINAL, TOKEN, prepare, provider_options, rounded
 from devtools.processes import app_server, database_env, fake_provider
+from devtools.streamview import StreamView, has_delta
 
 BUBBLE = re.compile(r'class="msg msg-assistant status-streaming')
-RENDER = re.compile(r'-content" hx-swap-oob="outerHTML"')
-TAIL = re.compile(r'beforeend:#msg-[0-9a-f-]+-tail">(.*?)</span>', re.S)
 
 
 class Command(BaseCommand):
@@ -142,23 +141,22 @@ class Command(BaseCommand):
 
     async def _join(self, ws, result: dict) -> dict:
         """The joiner's view, applied as the browser would: the last streaming
-        bubble before the first live frame is its snapshot; a periodic markdown
-        render replaces the text so far; a delta appends to it."""
-        shown: list[str] = []
+        bubble before the first live frame is its snapshot, and the stream
+        frames after it append finished blocks, replace the open tail or
+        extend it."""
+        view = StreamView()
         snapshot_at, live = 0.0, False
         while True:
             frame = await ws.recv()
             now = time.monotonic()
             result["frames"] += 1
             if FINAL.search(frame):
-                return {"snapshot_at": snapshot_at or now, "tokens": shown}
-            if RENDER.search(frame):
-                shown, live = TOKEN.findall(frame), True
-            elif TAIL.search(frame):
-                shown += [t for part in TAIL.findall(frame) for t in TOKEN.findall(part)]
+                return {"snapshot_at": snapshot_at or now, "tokens": TOKEN.findall(view.html)}
+            if has_delta(frame):
+                view.apply([frame])
                 live = True
             elif BUBBLE.search(frame) and not live:
-                shown, snapshot_at = TOKEN.findall(frame), now
+                view, snapshot_at = StreamView(frame), now
 
     def _report(self, results, counts, elapsed, commands, options) -> dict:
         ok = [r for r in results if isinstance(r, dict)]
