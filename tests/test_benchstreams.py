@@ -9,6 +9,8 @@ import pytest
 from django.conf import settings
 from django.core.management import call_command
 
+from devtools import peers
+
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(180)]
 
 FAST = {"tokens": 20, "delay": 0.005, "first_delay": 0, "spread": 0}
@@ -66,3 +68,47 @@ def test_it_benchmarks_joiners_across_two_workers():
     assert report["joiners_exact (no gap, no repeat)"] == "2/2"
     assert report["snapshot_ms_p50"] >= 0 and report["frames_per_s"] > 0
     assert report["db_writes_by_table"]["INSERT conversations_message"] == 4
+
+
+PEER_LINE = {  # the shape of one line of the peer's load generator (../shared/peers/chainlit/load_chainlit.py)
+    "n": 20,
+    "completed": 20,
+    "total_tokens": 4000,
+    "delivered_tok_s_avg": 810.5,
+    "delivered_tok_s_peak1s": 990,
+    "errors": {},
+    "lat_ms": {"p50": 5.8, "p95": 50.0, "p99": 56.8, "max": 70.1},
+    "server": {"cpu_s_stream_phase": 4.28, "vm_hwm_mb": 180.0},
+}
+
+
+def test_the_peers_report_is_read_under_the_apps_keys_and_compared_as_ratios():
+    peer = peers.normalised(PEER_LINE, {"knee_p99_ms": 100})
+    assert peer["system"] == "chainlit" and peer["within_knee"] is True
+    assert peer["server_cpu_ms_per_token_streaming"] == 1.07
+    assert peers.normalised({**PEER_LINE, "completed": 19}, {"knee_p99_ms": 100})["within_knee"] is False
+    assert peers.normalised(PEER_LINE, {"knee_p99_ms": 50})["within_knee"] is False
+    app = {
+        "server_cpu_ms_per_token_streaming": 0.214,
+        "latency_ms_p99": 113.6,
+        "latency_ms_p50": 29.0,
+        "server_peak_rss_mb": 90.0,
+    }
+    assert peers.ratios(app, peer) == {"cpu_per_token": 5.0, "p99": 0.5, "p50": 0.2, "peak_rss": 2.0}
+
+
+def test_a_missing_peer_is_refused_before_any_run_with_how_to_install_it(monkeypatch, tmp_path):
+    monkeypatch.setattr(peers, "PEER_VENV", tmp_path / "no-venv")
+    with pytest.raises(peers.PeerUnavailable, match="README"):
+        call_command("benchstreams", clients=1, peer="chainlit", stdout=io.StringIO(), **FAST)
+
+
+@pytest.mark.skipif(not peers.available(), reason="no Chainlit peer (see ../shared/peers/chainlit/README.md)")
+def test_it_runs_chainlit_and_the_app_back_to_back_and_reports_both():
+    out = io.StringIO()
+    call_command("benchstreams", clients=2, peer="chainlit", json=True, stdout=out, **FAST)
+    report = json.loads(out.getvalue())
+    (row,) = report["rows"]
+    assert row["app"]["clients_completed"] == row["chainlit"]["clients_completed"] == 2
+    assert row["chainlit"]["tokens_delivered"] == row["app"]["tokens_delivered"] == 2 * 20
+    assert set(row["ratio"]) == {"cpu_per_token", "p99", "p50", "peak_rss"}

@@ -23,6 +23,7 @@ Use its own database, e.g.::
     python manage.py benchstreams --clients 100 --pin --py-spy /tmp/profile.txt
     python manage.py benchstreams --clients 100 --pin --scenario markdown
     python manage.py benchstreams --clients 100 --pin --app-dir ../before  # another commit's app
+    python manage.py benchstreams --sweep 10,20,40,80,160 --pin --peer chainlit  # Chainlit beside it
 
 ``--sweep`` runs the scenario once per N, each against a fresh server, prints
 one table row each, and stops after the first N past the knee (a client did
@@ -53,6 +54,7 @@ from django.core.management.base import BaseCommand
 
 from conversations.models import Conversation
 from conversations.stats import percentile
+from devtools import peers
 from devtools.benchstats import FINAL, TOKEN, prepare, provider_options, rounded
 from devtools.processes import app_server, database_env, fake_provider
 
@@ -132,6 +134,13 @@ class Command(BaseCommand):
             help=f"A run is within the knee if every client completes and p99 is at most this ({KNEE_P99_MS:g}).",
         )
         parser.add_argument(
+            "--peer",
+            choices=("chainlit",),
+            default="",
+            help="Also run the peer (../shared/peers/chainlit, see devtools/peers.py) on the same scenario, back "
+            "to back at each N, and report both and their ratio.",
+        )
+        parser.add_argument(
             "--py-spy",
             dest="py_spy",
             default="",
@@ -143,6 +152,10 @@ class Command(BaseCommand):
         if options["pin"]:
             os.sched_setaffinity(0, {1})
         call_command("migrate", verbosity=0)
+        if options["peer"]:
+            peers.check()  # before any run: say at once if it is missing
+        if options["peer"]:
+            return self._sweep_with_peer(options["sweep"] or str(options["clients"]), options)
         if not options["sweep"]:
             report = self._bench(options["clients"], options)
             if options["json"]:
@@ -170,7 +183,46 @@ class Command(BaseCommand):
             limit = options["knee_p99_ms"]
             self.stdout.write(f"knee (largest N with every client complete and p99 <= {limit:g} ms): {shown}")
 
+    def _sweep_with_peer(self, sweep: str, options: dict) -> None:
+        """Each N: the peer, then the app, back to back; each side stops after its first N past the knee."""
+        name = options["peer"]
+        rows, past = [], set()
+        if not options["json"]:
+            self.stdout.write(self._row(None))
+        for n in [int(v) for v in sweep.split(",") if v.strip()]:
+            row = {"clients": n}
+            for system in (name, "app"):
+                if system in past:
+                    continue
+                row[system] = report = peers.chainlit(n, options) if system == name else self._bench(n, options)
+                if not options["json"]:
+                    self.stdout.write(self._row(report))
+                    self.stdout.flush()
+                if not report["within_knee"]:
+                    past.add(system)
+            if name in row and "app" in row:
+                row["ratio"] = peers.ratios(row["app"], row[name])
+                if not options["json"]:
+                    self.stdout.write(f"{'':>9} ratio at N={n} (app vs {name}, above 1 is better): {row['ratio']}")
+            rows.append(row)
+            if past == {name, "app"}:
+                break
+        knees = {
+            system: max((r["clients"] for r in rows if system in r and r[system]["within_knee"]), default=0)
+            for system in (name, "app")
+        }
+        knee_ratio = round(knees["app"] / knees[name], 2) if knees[name] else None
+        if options["json"]:
+            self.stdout.write(json.dumps({"rows": rows, "knees": knees, "knee_ratio": knee_ratio}, indent=2))
+        else:
+            limit = options["knee_p99_ms"]
+            self.stdout.write(
+                f"knee (every client complete, p99 <= {limit:g} ms): app {knees['app'] or 'below the first N'}, "
+                f"{name} {knees[name] or 'below the first N'}; ratio {knee_ratio}"
+            )
+
     COLUMNS = (
+        ("system", "system", 8),
         ("N", "clients", 5),
         ("done", "clients_completed", 5),
         ("tok/s", "tokens_per_s_avg", 8),
@@ -181,6 +233,7 @@ class Command(BaseCommand):
         ("max", "latency_ms_max", 8),
         ("frames/s", "frames_per_s", 9),
         ("cpu ms/tok", "server_cpu_ms_per_token", 11),
+        ("streaming", "server_cpu_ms_per_token_streaming", 10),
         ("KB/sock", "server_kb_per_socket", 8),
         ("peak MB", "server_peak_rss_mb", 8),
         ("lag max", "server_loop_lag_ms_max", 8),
@@ -191,7 +244,7 @@ class Command(BaseCommand):
     def _row(self, report: dict | None) -> str:
         if report is None:
             return " ".join(f"{title:>{width}}" for title, _, width in self.COLUMNS)
-        return " ".join(f"{report[key]!s:>{width}}" for _, key, width in self.COLUMNS)
+        return " ".join(f"{report.get(key, '-')!s:>{width}}" for _, key, width in self.COLUMNS)
 
     def _bench(self, n: int, options: dict) -> dict:
         model_key = f"openai:fake-{options['scenario']}"
@@ -372,6 +425,7 @@ class Command(BaseCommand):
         rss_rounds = run["rss_after_round"]
         p99 = percentile(latencies, 99)  # None without tokens
         return {
+            "system": "app",
             "scenario": options["scenario"],
             "clients": n,
             "rounds": options["rounds"],
