@@ -107,10 +107,15 @@ def fake_provider():
 
 
 @pytest.fixture
-def openai_fake(fake_provider, monkeypatch, settings):
+async def openai_fake(fake_provider, monkeypatch, settings):
     """Route the openai SDK to the fake provider and offer its scenario models.
 
-    Returns a function that points ``conversation`` at a scenario model."""
+    Returns a function that points ``conversation`` at a scenario model. The
+    SDK clients the test's loop built are closed after it (their pooled
+    connections belong to that loop)."""
+    from conversations.providers import anthropic as anthropic_provider
+    from conversations.providers import openai as openai_provider
+
     fake_provider.clear()
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
     monkeypatch.setenv("OPENAI_BASE_URL", fake_provider.openai_base_url)
@@ -123,7 +128,9 @@ def openai_fake(fake_provider, monkeypatch, settings):
         Conversation.objects.filter(pk=conversation.pk).update(model_key=f"openai:{model}")
         return f"openai:{model}"
 
-    return use
+    yield use
+    await openai_provider.clients.aclose()
+    await anthropic_provider.clients.aclose()
 
 
 @pytest.fixture(scope="module")

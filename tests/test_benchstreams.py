@@ -46,8 +46,8 @@ def test_a_sweep_prints_one_row_per_client_count():
     # A knee no run can miss on timing alone: only completion decides here.
     call_command("benchstreams", sweep="1,2", knee_p99_ms=1e9, stdout=out, **FAST)
     lines = out.getvalue().splitlines()
-    assert lines[0].split()[:2] == ["N", "done"]
-    assert [line.split()[:2] for line in lines[1:3]] == [["1", "1"], ["2", "2"]]
+    assert lines[0].split()[:3] == ["system", "N", "done"]
+    assert [line.split()[:3] for line in lines[1:3]] == [["app", "1", "1"], ["app", "2", "2"]]
     assert lines[-1].startswith("knee")
 
 

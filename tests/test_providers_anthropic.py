@@ -263,7 +263,7 @@ async def test_a_dropped_connection_is_a_connection_error(fake):
 
     assert text_of(events) == expected_text("fake-disconnect")
     assert (error.kind, error.retryable) == (ErrorKind.CONNECTION, True)
-    assert "RemoteProtocolError" in error.detail
+    assert error.detail.startswith("ReadError")  # the transport says the body ended early
 
 
 async def test_a_stalled_stream_is_a_timeout(fake, settings):

@@ -153,8 +153,13 @@ def _client() -> tuple[anthropic.AsyncAnthropic, str]:
     connect, read = settings.CHAT_PROVIDER_CONNECT_TIMEOUT, settings.CHAT_PROVIDER_READ_TIMEOUT
 
     def build() -> anthropic.AsyncAnthropic:
+        timeout = httpx2.Timeout(read, connect=connect)
         return anthropic.AsyncAnthropic(
-            api_key=api_key, base_url=base_url, max_retries=retries, timeout=httpx2.Timeout(read, connect=connect)
+            api_key=api_key,
+            base_url=base_url,
+            max_retries=retries,
+            timeout=timeout,
+            http_client=anthropic.DefaultAioHttpClient(timeout=timeout),
         )
 
     return clients.get((api_key, base_url, retries, connect, read), build), api_key
