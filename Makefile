@@ -24,14 +24,14 @@ migrate: $(VENV)/.installed-runtime
 	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(BIN)/python manage.py migrate --noinput
 
 run: migrate
-	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(BIN)/daphne -b 127.0.0.1 -p $(PORT) chatsite.asgi:application
+	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(BIN)/python -m chatsite.serve -b 127.0.0.1 -p $(PORT) chatsite.asgi:application
 
 # N workers on consecutive ports from PORT (8000, 8001, ...), sharing REDIS_URL
 # and the database; put a load balancer in front (docs/deployment.md).
 serve-workers: require-redis migrate
 	@trap 'kill $$(jobs -p) 2>/dev/null' INT TERM EXIT; \
 	for i in $$(seq 0 $$(($(N) - 1))); do \
-	  DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(BIN)/daphne -b 127.0.0.1 -p $$(($(PORT) + i)) chatsite.asgi:application & \
+	  DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(BIN)/python -m chatsite.serve -b 127.0.0.1 -p $$(($(PORT) + i)) chatsite.asgi:application & \
 	done; \
 	wait
 

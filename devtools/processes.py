@@ -104,8 +104,11 @@ def app_server(env: dict[str, str | None], *, cpus: str = "", root: Path = ROOT)
     unless ``env`` asks (benchmarks and tests measure the chat's own calls).
     ``root``: the checkout to serve (another commit's, to compare two)."""
     env = {"CHAT_TITLE_MODEL": "off", **env}
-    daphne = str(BIN / "daphne") if (BIN / "daphne").exists() else "daphne"
-    args = [daphne, "-b", "127.0.0.1", "-p", "0", "chatsite.asgi:application"]
+    if (root / "chatsite" / "serve.py").exists():
+        serve = [sys.executable, "-m", "chatsite.serve"]  # daphne on uvloop (see chatsite/serve.py)
+    else:  # an older checkout (--app-dir)
+        serve = [str(BIN / "daphne") if (BIN / "daphne").exists() else "daphne"]
+    args = [*serve, "-b", "127.0.0.1", "-p", "0", "chatsite.asgi:application"]
     return ChildProcess(args, _environ(env), DAPHNE_READY, cpus=cpus, root=root)
 
 
