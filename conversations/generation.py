@@ -36,8 +36,34 @@ logger = logging.getLogger(__name__)
 MARKDOWN_SHARE = 0.1  # at most this share of a stream's time goes to rendering its markdown
 MARKDOWN_SHARE_FROM = 0.002  # s: a feed cheaper than this never delays a frame
 
+# The coalescing window widens as the loop gets busy (fewer, fuller frames
+# when each frame's fixed cost is what saturates the core) and narrows again.
+WINDOW_MAX_FACTOR = 2.5  # at most this many times CHAT_FRAME_INTERVAL_MS
+WINDOW_PER_LATENESS = 3.0  # window added per second of smoothed lateness
+LATENESS_SMOOTHING = 0.05  # weight of one pump's lateness in the average
+
 _active: dict[UUID, Generation] = {}
 _after: set[asyncio.Task] = set()  # follow-up tasks (a title), referenced until done
+
+
+class LoopLoad:
+    """How late this process's pumps wake after their window, smoothed: how
+    busy the event loop is, as every reply on it sees it."""
+
+    lateness = 0.0
+
+    @classmethod
+    def woke(cls, late: float) -> None:
+        cls.lateness += LATENESS_SMOOTHING * (max(late, 0.0) - cls.lateness)
+
+    @classmethod
+    def window(cls, interval: float) -> float:
+        return min(interval * WINDOW_MAX_FACTOR, interval + WINDOW_PER_LATENESS * cls.lateness)
+
+
+def frame_window() -> float:
+    """The coalescing window now, in seconds (CHAT_FRAME_INTERVAL_MS on an idle loop)."""
+    return LoopLoad.window(settings.CHAT_FRAME_INTERVAL_MS / 1000)
 
 
 def get_active(conversation_id: UUID) -> Generation | None:
@@ -249,19 +275,19 @@ class Generation:
         leave its connection waiting for a reply that never comes.
         """
         loop = asyncio.get_running_loop()
-        interval = settings.CHAT_FRAME_INTERVAL_MS / 1000
         while True:
             await self._dirty.wait()
             if self._closing.is_set():
                 return
-            wait = max(self._last_frame + interval, self._markdown_due) - loop.time()
-            if wait > 0:
+            due = max(self._last_frame + frame_window(), self._markdown_due)
+            if due > loop.time():
                 # asyncio.timeout rather than wait_for: no task per coalescing window.
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(wait):
+                    async with asyncio.timeout_at(due):
                         await self._closing.wait()
                 if self._closing.is_set():
                     return
+                LoopLoad.woke(loop.time() - due)
             self._dirty.clear()
             await self._send_frame()
             self._last_frame = loop.time()

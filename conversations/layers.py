@@ -11,14 +11,21 @@ second changes nothing a user sees.
 ``group_send`` also puts each message straight into the members' queues
 rather than starting one task per member (``send`` never waits: a full queue
 raises ChannelFull at once, which a group send ignores, as channels does).
+``send`` copies a message of plain values (every frame is one) with
+``dict()`` instead of ``deepcopy``, which was 2.5 % of the server's CPU at
+100 streams: neither side can then change the other's copy either way.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
+from copy import deepcopy
 
 from channels.exceptions import ChannelFull
 from channels.layers import InMemoryChannelLayer as BaseInMemoryChannelLayer
+
+_PLAIN = frozenset({str, int, float, bool, bytes, type(None)})  # immutable: a shallow copy is a full one
 
 
 class InMemoryChannelLayer(BaseInMemoryChannelLayer):
@@ -34,6 +41,17 @@ class InMemoryChannelLayer(BaseInMemoryChannelLayer):
             return
         self._next_clean = now + self.clean_interval
         super()._clean_expired()
+
+    async def send(self, channel: str, message: dict) -> None:
+        assert isinstance(message, dict), "message is not a dict"
+        self.require_valid_channel_name(channel)
+        assert "__asgi_channel__" not in message
+        queue = self.channels.setdefault(channel, asyncio.Queue(maxsize=self.get_capacity(channel)))
+        plain = all(type(value) in _PLAIN for value in message.values())
+        try:
+            queue.put_nowait((time.time() + self.expiry, dict(message) if plain else deepcopy(message)))
+        except asyncio.QueueFull:
+            raise ChannelFull(channel) from None
 
     async def group_send(self, group: str, message: dict) -> None:
         assert isinstance(message, dict), "Message is not a dict"

@@ -33,6 +33,19 @@ async def test_members_get_their_own_copy():
     assert second["items"] == [1]
 
 
+async def test_a_frame_of_plain_values_is_its_own_dict_for_each_member_and_the_sender():
+    layer = InMemoryChannelLayer()
+    a, b = await layer.new_channel(), await layer.new_channel()
+    await layer.group_add("g", a)
+    await layer.group_add("g", b)
+    frame = {"type": "conversation.delta", "message": "m", "seq": 3, "html": "<p>你好</p>"}
+    await layer.group_send("g", frame)
+    first, second = await layer.receive(a), await layer.receive(b)
+    first["seq"] = 99
+    assert second == frame and frame["seq"] == 3
+    assert first is not frame and second is not frame
+
+
 async def test_expired_messages_and_memberships_still_go_at_the_next_walk():
     layer = InMemoryChannelLayer(expiry=0, group_expiry=1)
     channel = await layer.new_channel()
