@@ -282,3 +282,4 @@ if os.environ.get("CHAT_MODEL_PRICES"):
 # its event-loop lags and GC pauses to CHAT_STALLS_FILE; empty: not measured.
 CHAT_SQL_WRITES_FILE = os.environ.get("CHAT_SQL_WRITES_FILE", "")
 CHAT_STALLS_FILE = os.environ.get("CHAT_STALLS_FILE", "")
+CHAT_TRACEMALLOC_DIR = os.environ.get("CHAT_TRACEMALLOC_DIR", "")  # devtools: snapshots on SIGUSR1

@@ -18,3 +18,7 @@ class DevtoolsConfig(AppConfig):
             from devtools.instrumentation import record_stalls_to
 
             record_stalls_to(settings.CHAT_STALLS_FILE)
+        if settings.CHAT_TRACEMALLOC_DIR:
+            from devtools.instrumentation import snapshot_on_signal
+
+            snapshot_on_signal(settings.CHAT_TRACEMALLOC_DIR)

@@ -12,6 +12,11 @@ records how late it woke up; it is started when daphne's reactor starts
 running (nothing runs on the loop before that).  GC pauses
 come from ``gc.callbacks``.  Events above ``RECORD_MS`` are kept with their
 wall-clock time, so a benchmark can keep only those of its streaming window.
+
+``CHAT_TRACEMALLOC_DIR=dir``: trace every allocation from start-up, and on
+each SIGUSR1 write a tracemalloc snapshot to ``dir/<n>.snapshot`` (after a
+full collection), so a benchmark can say which lines hold the memory that
+grows from one round of replies to the next.
 """
 
 from __future__ import annotations
@@ -19,12 +24,16 @@ from __future__ import annotations
 import asyncio
 import atexit
 import gc
+import itertools
 import json
 import re
+import signal
 import sys
 import threading
 import time
+import tracemalloc
 from collections import Counter
+from pathlib import Path
 
 from django.db.backends.signals import connection_created
 
@@ -146,3 +155,31 @@ def record_stalls_to(path: str) -> StallMonitor:
 
     atexit.register(dump)
     return monitor
+
+
+TRACE_FRAMES = 12
+
+
+def snapshot_on_signal(directory: str) -> None:
+    tracemalloc.start(TRACE_FRAMES)
+    numbers = itertools.count(1)
+
+    def dump(signum, frame) -> None:
+        gc.collect()
+        tracemalloc.take_snapshot().dump(str(Path(directory) / f"{next(numbers)}.snapshot"))
+
+    signal.signal(signal.SIGUSR1, dump)
+
+
+def growth(first: Path, last: Path, top: int = 12) -> list[str]:
+    """Where the memory traced at ``last`` exceeds ``first``'s, biggest first:
+    size and count added, and the innermost frames outside the standard library."""
+    before, after = tracemalloc.Snapshot.load(str(first)), tracemalloc.Snapshot.load(str(last))
+    total = sum(s.size for s in after.statistics("filename")) - sum(s.size for s in before.statistics("filename"))
+    lines = [f"{total / 1024:+.1f} KB traced in all"]
+    grown = [stat for stat in after.compare_to(before, "traceback") if stat.size_diff > 0]
+    for stat in grown[:top]:
+        frames = [f for f in stat.traceback if "/lib/python3" not in f.filename or "site-packages" in f.filename]
+        where = "; ".join(f"{f.filename.rsplit('/', 2)[-1]}:{f.lineno}" for f in (frames or list(stat.traceback))[-4:])
+        lines.append(f"{stat.size_diff / 1024:+.1f} KB in {stat.count_diff:+d} blocks: {where}")
+    return lines

@@ -112,3 +112,22 @@ def test_it_runs_chainlit_and_the_app_back_to_back_and_reports_both():
     assert row["app"]["clients_completed"] == row["chainlit"]["clients_completed"] == 2
     assert row["chainlit"]["tokens_delivered"] == row["app"]["tokens_delivered"] == 2 * 20
     assert set(row["ratio"]) == {"cpu_per_token", "p99", "p50", "peak_rss"}
+
+
+def test_the_tracemalloc_growth_names_the_line_that_kept_memory(tmp_path):
+    import tracemalloc
+
+    from devtools.instrumentation import growth
+
+    tracemalloc.start(5)
+    try:
+        tracemalloc.take_snapshot().dump(str(tmp_path / "1.snapshot"))
+        kept = [bytes(1000) + bytes([i % 256]) for i in range(2000)]  # about 2 MB, held
+        tracemalloc.take_snapshot().dump(str(tmp_path / "2.snapshot"))
+    finally:
+        tracemalloc.stop()
+    lines = growth(tmp_path / "1.snapshot", tmp_path / "2.snapshot")
+    assert len(kept) == 2000
+    total = float(lines[0].split()[0])
+    assert total > 1900  # KB traced in all
+    assert any("test_benchstreams.py" in line for line in lines[1:3])

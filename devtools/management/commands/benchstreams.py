@@ -39,6 +39,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -56,6 +57,7 @@ from conversations.models import Conversation
 from conversations.stats import percentile
 from devtools import peers
 from devtools.benchstats import FINAL, TOKEN, prepare, provider_options, rounded
+from devtools.instrumentation import growth
 from devtools.processes import app_server, database_env, fake_provider
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -139,6 +141,12 @@ class Command(BaseCommand):
             default="",
             help="Also run the peer (../shared/peers/chainlit, see devtools/peers.py) on the same scenario, back "
             "to back at each N, and report both and their ratio.",
+        )
+        parser.add_argument(
+            "--tracemalloc",
+            action="store_true",
+            help="Trace the server's allocations and report what grew from the end of the second round to the "
+            "end of the last but one (use with --rounds 4 or more; the server runs much slower meanwhile).",
         )
         parser.add_argument(
             "--py-spy",
@@ -252,6 +260,7 @@ class Command(BaseCommand):
         warmup, conversations = conversations[0], conversations[1:]
         writes_file = Path(tempfile.mkstemp(prefix="chat-writes-", suffix=".json")[1])
         stalls_file = Path(tempfile.mkstemp(prefix="chat-stalls-", suffix=".json")[1])
+        traces = Path(tempfile.mkdtemp(prefix="chat-tracemalloc-")) if options.get("tracemalloc") else None
         with fake_provider(
             {"DJANGO_SECRET_KEY": settings.SECRET_KEY}, *provider_options(options), cpus="1" if options["pin"] else ""
         ) as provider:
@@ -266,6 +275,7 @@ class Command(BaseCommand):
                     "CHAT_DEMO_MODEL": "0",
                     "CHAT_SQL_WRITES_FILE": str(writes_file),
                     "CHAT_STALLS_FILE": str(stalls_file),
+                    **({"CHAT_TRACEMALLOC_DIR": str(traces)} if traces else {}),
                     **database_env(),
                 },
                 cpus="0" if options["pin"] else "",
@@ -299,6 +309,13 @@ class Command(BaseCommand):
         writes_file.unlink(missing_ok=True)
         stalls_file.unlink(missing_ok=True)
         report = self._report(run, options, elapsed, cpu, idle_rss, peak_rss, writes, stalls)
+        if traces:
+            snapshots = sorted(traces.glob("*.snapshot"), key=lambda p: int(p.stem))
+            # From the end of the second round to the end of the last but one: both taken while the
+            # clients that finished first already stream their next reply, so in-flight memory cancels out.
+            if len(snapshots) >= 4:
+                report["tracemalloc_growth"] = growth(snapshots[1], snapshots[-2])
+            shutil.rmtree(traces, ignore_errors=True)
         if report["clients_completed"] < n:  # what the server said (less its access log), to see why
             report["server_log_tail"] = [line.rstrip() for line in server_log]
         return report
@@ -380,6 +397,8 @@ class Command(BaseCommand):
                         rounds_done[r] += 1
                         if rounds_done[r] == len(conversations):  # every client has finished round r
                             run["rss_after_round"].append(_rss_mb(server.pid))
+                            if options.get("tracemalloc"):
+                                os.kill(server.pid, signal.SIGUSR1)  # a snapshot (devtools.instrumentation)
             except Exception as exc:  # reported, not raised: one failed client must not hide the rest
                 result.error = f"{type(exc).__name__}: {exc}"
                 connected.set()
