@@ -16,6 +16,7 @@ import asyncio
 import gc
 import logging
 import sys
+import time
 
 from django.conf import settings
 
@@ -34,7 +35,9 @@ def install() -> None:
     reactor = sys.modules.get("twisted.internet.reactor")
     if reactor is None:
         return  # not under daphne: no loop to warm up, no shutdown to hook
-    reactor.callWhenRunning(_on_serving)
+    # callWhenRunning fires just before daphne's loop runs; the warm-up needs
+    # it running (the SDK clients are kept per loop), so it goes on the loop.
+    reactor.callWhenRunning(lambda: asyncio.get_event_loop().call_soon(_on_serving))
     # Before daphne cancels the sockets: without this the replies in progress
     # would wait for the sweep, with only their last checkpoint.
     reactor.addSystemEventTrigger("before", "shutdown", _before_shutdown)
@@ -77,11 +80,13 @@ def warm_up() -> None:
 
 
 def _on_serving() -> None:
-    # The URLconf, consumers and SDKs are imported after ready(): freeze them too.
+    began = time.perf_counter()
     warm_up()
+    # The URLconf, consumers and SDKs are imported after ready(): freeze them too.
     if settings.CHAT_GC_TUNING:
         gc.collect()
         gc.freeze()
+    logger.info("Warmed up in %d ms", (time.perf_counter() - began) * 1000)
 
 
 def _before_shutdown():

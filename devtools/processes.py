@@ -33,6 +33,7 @@ class ChildProcess:
         self.port: int | None = None
         self.log: list[str] = []
         self._ready = threading.Event()
+        self._line = threading.Condition()
 
     def start(self, timeout: float = 30.0) -> ChildProcess:
         self.proc = subprocess.Popen(
@@ -44,9 +45,20 @@ class ChildProcess:
             raise RuntimeError(f"{self.args[0]} did not start:\n" + "".join(self.log[-40:]))
         return self
 
+    def wait_for(self, pattern: str, timeout: float = 10.0) -> str:
+        """The first line of output containing ``pattern``, waiting for it
+        (an event per line, not a sleep); TimeoutError if none comes."""
+        with self._line:
+            found = self._line.wait_for(lambda: next((line for line in self.log if pattern in line), None), timeout)
+        if found is None:
+            raise TimeoutError(f"no {pattern!r} in the output of {self.args[0]}:\n" + "".join(self.log[-20:]))
+        return found
+
     def _read(self) -> None:
         for line in self.proc.stdout:
-            self.log.append(line)
+            with self._line:
+                self.log.append(line)
+                self._line.notify_all()
             if self.port is None:
                 match = self.ready.search(line)
                 if match:

@@ -26,6 +26,13 @@ def test_the_server_runs_daphne_on_uvloop():
         assert any("Listening on TCP address" in line for line in server.log)
 
 
+def test_the_server_warms_up_on_its_running_loop_before_the_first_reply():
+    # A warm-up that ran before the loop did failed (the SDK clients are kept per loop) and skipped the GC freeze.
+    with _server({"OPENAI_API_KEY": "sk-test-not-a-real-key", "CHAT_MODELS": "openai:gpt-4.1-mini"}) as server:
+        assert "Warmed up in" in server.wait_for("Warmed up")
+        assert not any("Traceback" in line for line in server.log)
+
+
 def test_chat_uvloop_0_keeps_asyncios_own_loop():
     with _server({"CHAT_UVLOOP": "0"}) as server:
         assert not _loaded_uvloop(server.pid)

@@ -90,7 +90,10 @@ class AnthropicProvider(Provider):
         return bool(os.environ.get(KEY_ENV))
 
     def warm_up(self) -> None:
-        _client()
+        client, _key = _client()
+        # The SDK imports its resource modules (and builds their pydantic
+        # models, ~35 ms) on first use: not during the first reply.
+        client.messages.with_streaming_response  # noqa: B018
 
     async def stream_events(self, request: ChatRequest) -> AsyncIterator[Event]:
         client, api_key = _client()
