@@ -98,6 +98,12 @@ def test_the_peers_report_is_read_under_the_apps_keys_and_compared_as_ratios():
 
 
 def test_a_missing_peer_is_refused_before_any_run_with_how_to_install_it(monkeypatch, tmp_path):
+    monkeypatch.setattr(peers, "PEER_DIR", tmp_path / "no-peer")
+    with pytest.raises(peers.PeerUnavailable, match=r"no Chainlit peer at .*CHAT_PEER_DIR"):
+        call_command("benchstreams", clients=1, peer="chainlit", stdout=io.StringIO(), **FAST)
+    (tmp_path / "peer").mkdir()
+    (tmp_path / "peer" / "run_chainlit_series.sh").write_text("exit 1\n")
+    monkeypatch.setattr(peers, "PEER_DIR", tmp_path / "peer")
     monkeypatch.setattr(peers, "PEER_VENV", tmp_path / "no-venv")
     with pytest.raises(peers.PeerUnavailable, match="README"):
         call_command("benchstreams", clients=1, peer="chainlit", stdout=io.StringIO(), **FAST)
