@@ -26,6 +26,9 @@ PEER_DIR = Path(os.environ.get("CHAT_PEER_DIR", ROOT.parent / "shared" / "peers"
 PEER_VENV = Path(os.environ.get("CHAT_PEER_VENV", "/tmp/peers-venv"))  # as the peer's README installs it
 
 
+BASE_ENV = {"PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TERM"}
+
+
 class PeerUnavailable(RuntimeError):
     """The peer's files or its virtualenv are missing: says how to get them."""
 
@@ -63,8 +66,9 @@ def chainlit(n: int, options: dict, peer_dir: Path | None = None, venv: Path | N
     check(peer_dir, venv)
     with tempfile.TemporaryDirectory(prefix="chainlit-peer-") as tmp:
         out = Path(tmp) / "results.jsonl"
+        # Only what a shell needs: Chainlit reads DATABASE_URL (and more) as its own settings.
         env = {
-            **os.environ,
+            **{k: v for k, v in os.environ.items() if k in BASE_ENV},
             "NS": str(n),
             "PIN": "1" if options["pin"] else "0",
             "OUT": str(out),

@@ -110,7 +110,9 @@ def test_a_missing_peer_is_refused_before_any_run_with_how_to_install_it(monkeyp
 
 
 @pytest.mark.skipif(not peers.available(), reason="no Chainlit peer (see ../shared/peers/chainlit/README.md)")
-def test_it_runs_chainlit_and_the_app_back_to_back_and_reports_both():
+def test_it_runs_chainlit_and_the_app_back_to_back_and_reports_both(monkeypatch):
+    # Chainlit takes DATABASE_URL as its own data layer's: the peer must not see ours.
+    monkeypatch.setenv("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
     out = io.StringIO()
     call_command("benchstreams", clients=2, peer="chainlit", json=True, stdout=out, **FAST)
     report = json.loads(out.getvalue())

@@ -250,6 +250,8 @@ def test_edit_and_resend_makes_a_second_version_and_switching_back_restores_the_
 
     first = page.locator(".msg-user").first
     first.locator("details.edit summary").click()
+    # Opening an edit puts the cursor in its text.
+    page.wait_for_function("document.activeElement && document.activeElement.classList.contains('edit-text')")
     first.locator(".edit-text").fill("first question, edited 改")
     first.locator(".edit-text").press("Enter")
     page.wait_for_selector('.msg-user .sibling-count:text("2 / 2")')

@@ -41,12 +41,16 @@
     if (event.target.value.trim()) event.target.form.requestSubmit();
   });
 
-  // Opening an edit puts the cursor at the end of the message.
+  // Opening an edit puts the cursor at the end of the message, unless the
+  // user is already in the text (toggle fires a task later than the click).
   document.addEventListener("toggle", function (event) {
     var details = event.target;
     if (!details.matches || !details.matches("details.edit") || !details.open) return;
     var text = details.querySelector(".edit-text");
-    if (text) { text.focus(); text.setSelectionRange(text.value.length, text.value.length); }
+    if (text && document.activeElement !== text) {
+      text.focus();
+      text.setSelectionRange(text.value.length, text.value.length);
+    }
   }, true);
 
   document.addEventListener("input", function (event) {
