@@ -8,6 +8,7 @@ import json
 import pytest
 from django.conf import settings
 from django.core.management import call_command
+from django.core.management.base import CommandError
 
 from devtools import peers
 
@@ -139,3 +140,43 @@ def test_the_tracemalloc_growth_names_the_line_that_kept_memory(tmp_path):
     total = float(lines[0].split()[0])
     assert total > 1900  # KB traced in all
     assert any("test_benchstreams.py" in line for line in lines[1:3])
+
+
+@pytest.mark.skipif(not settings.REDIS_URL, reason="two workers need Redis (the PostgreSQL + Redis pass)")
+def test_two_workers_share_the_clients_and_report_their_sums(monkeypatch):
+    monkeypatch.setenv("CHAT_CHECKPOINT_SECONDS", "3600")
+    out = io.StringIO()
+    call_command("benchstreams", clients=4, workers=2, json=True, stdout=out, **FAST)
+    report = json.loads(out.getvalue())
+    assert report["workers"] == 2
+    assert report["clients_completed"] == 4 and report["tokens_delivered"] == 4 * 20
+    # Each worker streamed two of the replies: both used CPU, and the writes are both workers'.
+    assert len(report["server_cpu_seconds_by_worker"]) == 2
+    assert all(cpu > 0 for cpu in report["server_cpu_seconds_by_worker"])
+    assert report["db_writes_per_reply"] == 4
+    assert report["server_loop_lag_samples"] > 0
+
+
+def test_two_workers_without_redis_are_refused_clearly(settings):
+    settings.REDIS_URL = ""
+    with pytest.raises(CommandError, match="REDIS_URL"):
+        call_command("benchstreams", clients=2, workers=2, stdout=io.StringIO(), **FAST)
+
+
+def test_the_stalls_of_two_workers_merge_into_one_report():
+    from devtools.management.commands.benchstreams import merged_stalls, merged_writes
+
+    def stalls(lag, pause, counts):
+        return {
+            "lag_samples": 10, "max_lag_ms": lag, "lags": [[1.0, lag]], "gc_counts": counts,
+            "gc_max_ms": {"0": pause, "1": 0.0, "2": 0.0}, "gc_total_ms": pause, "gc_pauses": [[2.0, 0, pause]],
+            "record_ms": 5,
+        }  # fmt: skip
+
+    merged = merged_stalls([stalls(12.0, 3.0, {"0": 1, "1": 0, "2": 0}), stalls(40.0, 1.0, {"0": 2, "1": 1, "2": 0})])
+    assert merged["max_lag_ms"] == 40.0 and merged["lag_samples"] == 20
+    assert merged["lags"] == [[1.0, 12.0], [1.0, 40.0]]
+    assert merged["gc_counts"] == {"0": 3, "1": 1, "2": 0}
+    assert merged["gc_max_ms"]["0"] == 3.0 and merged["gc_total_ms"] == 4.0
+    assert merged_writes([{"INSERT a": 1}, {"INSERT a": 2, "UPDATE b": 1}]) == {"INSERT a": 3, "UPDATE b": 1}
+    assert merged_writes([{"INSERT a": 1}, None]) is None

@@ -51,7 +51,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.management import call_command
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from conversations.models import Conversation
 from conversations.stats import percentile
@@ -78,11 +78,15 @@ class ClientResult:
 
 
 def _cpu_seconds(pid: int) -> float:
+    if isinstance(pid, list):  # several workers: their sum
+        return sum(_cpu_seconds(p) for p in pid)
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
 
 
 def _peak_rss_mb(pid: int) -> float:
+    if isinstance(pid, list):
+        return sum(_peak_rss_mb(p) for p in pid)
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
@@ -90,10 +94,39 @@ def _peak_rss_mb(pid: int) -> float:
 
 
 def _rss_mb(pid: int) -> float:
+    if isinstance(pid, list):
+        return sum(_rss_mb(p) for p in pid)
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def merged_writes(per_worker: list[dict | None]) -> dict | None:
+    """Database writes by table, summed over workers; None if any worker's count is missing."""
+    if any(w is None for w in per_worker):
+        return None
+    total: Counter[str] = Counter()
+    for writes in per_worker:
+        total.update(writes)
+    return dict(total)
+
+
+def merged_stalls(per_worker: list[dict]) -> dict:
+    """Loop lags and GC pauses of every worker, as one worker's report (maxima, sums, all events)."""
+    per_worker = [s for s in per_worker if s]
+    if len(per_worker) < 2:
+        return per_worker[0] if per_worker else {}
+    return {
+        "lag_samples": sum(s["lag_samples"] for s in per_worker),
+        "max_lag_ms": max(s["max_lag_ms"] for s in per_worker),
+        "lags": sorted(lag for s in per_worker for lag in s["lags"]),
+        "gc_counts": {g: sum(s["gc_counts"][g] for s in per_worker) for g in per_worker[0]["gc_counts"]},
+        "gc_max_ms": {g: max(s["gc_max_ms"][g] for s in per_worker) for g in per_worker[0]["gc_max_ms"]},
+        "gc_total_ms": round(sum(s["gc_total_ms"] for s in per_worker), 2),
+        "gc_pauses": sorted(p for s in per_worker for p in s["gc_pauses"]),
+        "record_ms": per_worker[0]["record_ms"],
+    }
 
 
 class Command(BaseCommand):
@@ -106,7 +139,19 @@ class Command(BaseCommand):
         parser.add_argument("--delay", type=float, default=0.02, help="Seconds between tokens (default 0.02).")
         parser.add_argument("--first-delay", type=float, default=0.2, help="Seconds to the first token (0.2).")
         parser.add_argument("--spread", type=float, default=1.0, help="Spread the first sends over this many s.")
-        parser.add_argument("--pin", action="store_true", help="Server on core 0; provider and clients on core 1.")
+        parser.add_argument(
+            "--pin",
+            action="store_true",
+            help="Server on core 0; provider and clients on core 1. With --workers 2: worker k on core k, the "
+            "provider and clients on either.",
+        )
+        parser.add_argument(
+            "--workers",
+            type=int,
+            default=1,
+            help="Server processes (default 1); more need REDIS_URL and PostgreSQL. Clients are dealt to them in "
+            "turn; CPU and memory are the workers' sums.",
+        )
         parser.add_argument("--timeout", type=float, default=120.0, help="Give up on a reply after this long.")
         parser.add_argument("--json", action="store_true", help="Machine-readable output.")
         parser.add_argument(
@@ -157,7 +202,9 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
-        if options["pin"]:
+        if options["workers"] > 1 and not settings.REDIS_URL:
+            raise CommandError("Set REDIS_URL (and DATABASE_URL): several workers need a shared channel layer.")
+        if options["pin"] and options["workers"] == 1:
             os.sched_setaffinity(0, {1})
         call_command("migrate", verbosity=0)
         if options["peer"]:
@@ -256,59 +303,56 @@ class Command(BaseCommand):
 
     def _bench(self, n: int, options: dict) -> dict:
         model_key = f"openai:fake-{options['scenario']}"
-        cookies, conversations = prepare(n + 1, model_key)  # one more to warm the server up
-        warmup, conversations = conversations[0], conversations[1:]
-        writes_file = Path(tempfile.mkstemp(prefix="chat-writes-", suffix=".json")[1])
-        stalls_file = Path(tempfile.mkstemp(prefix="chat-stalls-", suffix=".json")[1])
+        workers = options.get("workers", 1)
+        cookies, conversations = prepare(n + workers, model_key)  # one more per worker to warm it up
+        warmups, conversations = conversations[:workers], conversations[workers:]
+        writes_files = [Path(tempfile.mkstemp(prefix="chat-writes-", suffix=".json")[1]) for _ in range(workers)]
+        stalls_files = [Path(tempfile.mkstemp(prefix="chat-stalls-", suffix=".json")[1]) for _ in range(workers)]
         traces = Path(tempfile.mkdtemp(prefix="chat-tracemalloc-")) if options.get("tracemalloc") else None
+        pin = options["pin"]
         with fake_provider(
-            {"DJANGO_SECRET_KEY": settings.SECRET_KEY}, *provider_options(options), cpus="1" if options["pin"] else ""
+            {"DJANGO_SECRET_KEY": settings.SECRET_KEY},
+            *provider_options(options),
+            cpus="1" if pin and workers == 1 else "",
         ) as provider:
-            server = app_server(
-                {
-                    "DJANGO_DEBUG": "0",
-                    "DJANGO_SECRET_KEY": settings.SECRET_KEY,
-                    "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
-                    "OPENAI_API_KEY": "bench",
-                    "OPENAI_BASE_URL": provider.url + "/v1",
-                    "CHAT_MODELS": model_key,
-                    "CHAT_DEMO_MODEL": "0",
-                    "CHAT_SQL_WRITES_FILE": str(writes_file),
-                    "CHAT_STALLS_FILE": str(stalls_file),
-                    **({"CHAT_TRACEMALLOC_DIR": str(traces)} if traces else {}),
-                    **database_env(),
-                },
-                cpus="0" if options["pin"] else "",
-                **({"root": options["app_dir"].resolve()} if options["app_dir"] else {}),
-            ).start()
-            print(f"server pid {server.pid} (N={n})", file=sys.stderr, flush=True)
-            profiler = None
+            servers = []
             try:
+                for k, (writes, stalls) in enumerate(zip(writes_files, stalls_files, strict=True)):
+                    servers.append(self._server(provider, model_key, writes, stalls, traces, k, options))
+                pids = [server.pid for server in servers]
+                print(f"server pid {' '.join(map(str, pids))} (N={n})", file=sys.stderr, flush=True)
+                pid = pids[0] if workers == 1 else pids
+                profiler = None
                 # One socket that connects and leaves: the imports and caches of
                 # the socket path are then in the idle RSS, not in "per socket".
-                asyncio.run(self._warm_up(server, cookies, warmup))
-                idle_rss = _rss_mb(server.pid)
-                cpu_before = _cpu_seconds(server.pid)
+                for server, warmup in zip(servers, warmups, strict=True):
+                    asyncio.run(self._warm_up(server, cookies, warmup))
+                idle_rss = _rss_mb(pid)
+                cpu_before = _cpu_seconds(pid)
+                each_before = [_cpu_seconds(p) for p in pids]
                 if options["py_spy"]:
-                    profiler = self._profile(server.pid, options["py_spy"])
+                    profiler = self._profile(pids[0], options["py_spy"])
                 started = time.time()
-                run = asyncio.run(self._run(server, cookies, conversations, options))
+                run = asyncio.run(self._run(servers, pid, cookies, conversations, options))
                 elapsed = time.time() - started
-                cpu = _cpu_seconds(server.pid) - cpu_before
-                peak_rss = _peak_rss_mb(server.pid)
+                cpu = _cpu_seconds(pid) - cpu_before
+                each = [round(_cpu_seconds(p) - before, 3) for p, before in zip(pids, each_before, strict=True)]
+                peak_rss = _peak_rss_mb(pid)
             finally:
                 if profiler is not None:
                     profiler.send_signal(2)  # SIGINT: py-spy writes what it has
                     profiler.wait(30)
                     print(self.profile_summary(options["py_spy"]), file=sys.stderr)
-                server.stop()
-                server_log = [line for line in server.log if not ACCESS_LOG.match(line)][-30:]
-        # Empty when the server did not exit cleanly (killed at stop): reported as None, not as zero.
-        writes = json.loads(writes_file.read_text() or "null") if writes_file.exists() else None
-        stalls = json.loads(stalls_file.read_text() or "{}") if stalls_file.exists() else {}
-        writes_file.unlink(missing_ok=True)
-        stalls_file.unlink(missing_ok=True)
+                for server in servers:
+                    server.stop()
+                server_log = [line for server in servers for line in server.log if not ACCESS_LOG.match(line)][-30:]
+        # Empty when a server did not exit cleanly (killed at stop): reported as None, not as zero.
+        writes = merged_writes([json.loads(f.read_text() or "null") if f.exists() else None for f in writes_files])
+        stalls = merged_stalls([json.loads(f.read_text() or "{}") if f.exists() else {} for f in stalls_files])
+        for f in writes_files + stalls_files:
+            f.unlink(missing_ok=True)
         report = self._report(run, options, elapsed, cpu, idle_rss, peak_rss, writes, stalls)
+        report["server_cpu_seconds_by_worker"] = each
         if traces:
             snapshots = sorted(traces.glob("*.snapshot"), key=lambda p: int(p.stem))
             # From the end of the second round to the end of the last but one: both taken while the
@@ -319,6 +363,26 @@ class Command(BaseCommand):
         if report["clients_completed"] < n:  # what the server said (less its access log), to see why
             report["server_log_tail"] = [line.rstrip() for line in server_log]
         return report
+
+    def _server(self, provider, model_key, writes_file, stalls_file, traces, k: int, options: dict):
+        """Worker ``k``, started; pinned to core ``k`` (mod 2) under --pin."""
+        return app_server(
+            {
+                "DJANGO_DEBUG": "0",
+                "DJANGO_SECRET_KEY": settings.SECRET_KEY,
+                "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+                "OPENAI_API_KEY": "bench",
+                "OPENAI_BASE_URL": provider.url + "/v1",
+                "CHAT_MODELS": model_key,
+                "CHAT_DEMO_MODEL": "0",
+                "CHAT_SQL_WRITES_FILE": str(writes_file),
+                "CHAT_STALLS_FILE": str(stalls_file),
+                **({"CHAT_TRACEMALLOC_DIR": str(traces)} if traces and k == 0 else {}),
+                **database_env(),
+            },
+            cpus=str(k % 2) if options["pin"] else "",
+            **({"root": options["app_dir"].resolve()} if options["app_dir"] else {}),
+        ).start()
 
     @staticmethod
     def profile_summary(path: str, top: int = 20) -> str:
@@ -360,7 +424,8 @@ class Command(BaseCommand):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(ws.recv(), 0.5)  # the current state, if any
 
-    async def _run(self, server, cookie, conversations, options) -> dict:
+    async def _run(self, servers, pid, cookie, conversations, options) -> dict:
+        """Client ``i`` talks to ``servers[i % len(servers)]``; memory and CPU are ``pid``'s (one, or a list)."""
         import websockets
 
         results = [ClientResult() for _ in conversations]
@@ -371,6 +436,7 @@ class Command(BaseCommand):
 
         async def client(i: int, conversation: Conversation) -> None:
             result = results[i]
+            server = servers[i % len(servers)]
             url = f"ws://127.0.0.1:{server.port}/ws/conversations/{conversation.id}/"
             try:
                 async with websockets.connect(
@@ -382,8 +448,8 @@ class Command(BaseCommand):
                 ) as ws:
                     sockets.append(ws)
                     if len(sockets) == len(conversations):
-                        run["connected_rss"] = _rss_mb(server.pid)
-                        run["cpu_connected"] = _cpu_seconds(server.pid)
+                        run["connected_rss"] = _rss_mb(pid)
+                        run["cpu_connected"] = _cpu_seconds(pid)
                         connected.set()
                     await connected.wait()
                     await asyncio.sleep(options["spread"] * i / len(conversations))  # spread the first sends
@@ -396,15 +462,15 @@ class Command(BaseCommand):
                         result.replies += 1
                         rounds_done[r] += 1
                         if rounds_done[r] == len(conversations):  # every client has finished round r
-                            run["rss_after_round"].append(_rss_mb(server.pid))
+                            run["rss_after_round"].append(_rss_mb(pid))
                             if options.get("tracemalloc"):
-                                os.kill(server.pid, signal.SIGUSR1)  # a snapshot (devtools.instrumentation)
+                                os.kill(servers[0].pid, signal.SIGUSR1)  # a snapshot (devtools.instrumentation)
             except Exception as exc:  # reported, not raised: one failed client must not hide the rest
                 result.error = f"{type(exc).__name__}: {exc}"
                 connected.set()
 
         await asyncio.gather(*(client(i, c) for i, c in enumerate(conversations)))
-        run["cpu_done"] = _cpu_seconds(server.pid)
+        run["cpu_done"] = _cpu_seconds(pid)
         return run
 
     async def _read_reply(self, ws, result: ClientResult) -> None:
@@ -445,6 +511,7 @@ class Command(BaseCommand):
         p99 = percentile(latencies, 99)  # None without tokens
         return {
             "system": "app",
+            "workers": options.get("workers", 1),
             "scenario": options["scenario"],
             "clients": n,
             "rounds": options["rounds"],
