@@ -34,6 +34,30 @@ markdown         as timestamped, each stamp inside markdown (headings, bold, cod
                  spans, lists, a table, a fenced block) from ``MARKDOWN_TOKENS``
 error-<status>   that HTTP error before any streaming: 400 401 403 404 429 500 529
 
+Servers that bend the wire formats (streaming requests; a non-streaming one
+gets the normal reply unless said otherwise):
+
+json-reply       one whole JSON body (application/json: a ``chat.completion`` /
+                 a Messages ``message``) answering ``stream: true``
+unnamed-events   Anthropic: ``data:`` lines without ``event:`` lines (the type only
+                 in the JSON); OpenAI: as normal (its events are unnamed anyway)
+foreign-stream   ``data: {"text": <token>}`` events, nothing of the wire format
+                 (OpenAI then ``[DONE]``; Anthropic then the end of the body)
+truncated        half the tokens, then the body ends cleanly: no finish, no
+                 ``[DONE]`` / ``message_stop`` (non-streaming: the connection drops)
+no-terminator    the whole reply and its finish reason, then the body ends without
+                 ``[DONE]`` / ``message_stop``
+no-finish        finish_reason / stop_reason null throughout (streaming and not),
+                 the terminator as usual
+tool-call        no text: one tool call (OpenAI ``tool_calls`` deltas; Anthropic a
+                 ``tool_use`` block of ``input_json_delta``s), finish tool_calls /
+                 tool_use (streaming and not)
+no-usage         no usage at all, whatever ``stream_options`` asks (OpenAI: no usage
+                 chunk or field; Anthropic: no ``usage`` in any event or message)
+late-input-tokens
+                 Anthropic: ``message_start`` says 0 input tokens, ``message_delta``
+                 carries the real count; OpenAI: as normal
+
 Every reply honours the request's ``max_tokens``: fewer tokens, finish length.
 Unknown models get a 404.  ``expected_text()`` and ``expected_reasoning()``
 give the exact text a scenario sends.  Pre-stream errors carry
@@ -68,6 +92,15 @@ SCENARIOS = (
     "flaky-429",
     "timestamped",
     "markdown",
+    "json-reply",
+    "unnamed-events",
+    "foreign-stream",
+    "truncated",
+    "no-terminator",
+    "no-finish",
+    "tool-call",
+    "no-usage",
+    "late-input-tokens",
     "error-400",
     "error-401",
     "error-403",
@@ -103,6 +136,9 @@ BASE_TOKENS = (
     ".",
 )
 REASONING_TOKENS = ("Thinking", " about", " 你好", " step", " by", " step", ".")
+# The tool-call scenario's call: its name, and its arguments in the pieces they stream in.
+TOOL_NAME = "get_weather"
+TOOL_ARGUMENTS = ('{"city": ', '"Paris"', "}")
 
 
 @dataclass(frozen=True)
@@ -153,10 +189,12 @@ class Plan:
 
     @property
     def partial(self) -> bool:
-        """Scenarios that stop half-way (error, disconnect, stall)."""
-        return self.scenario in ("midstream-error", "disconnect", "stall")
+        """Scenarios that stop half-way (error, disconnect, stall, a clean but early end)."""
+        return self.scenario in ("midstream-error", "disconnect", "stall", "truncated")
 
     def token_count(self, max_tokens: int | None = None) -> int:
+        if self.scenario == "tool-call":
+            return 0
         count = self.tokens
         if max_tokens is not None and max_tokens > 0:
             count = min(count, max_tokens)
@@ -164,8 +202,12 @@ class Plan:
             count = max(1, count // 2)
         return count
 
-    def finish(self, max_tokens: int | None = None) -> str:
-        """Our neutral finish: "stop", "length" or "refusal"."""
+    def finish(self, max_tokens: int | None = None) -> str | None:
+        """Our neutral finish: "stop", "length", "refusal", "tool_calls", or None (no-finish)."""
+        if self.scenario == "no-finish":
+            return None
+        if self.scenario == "tool-call":
+            return "tool_calls"
         if self.scenario == "length" or (max_tokens is not None and 0 < max_tokens < self.tokens):
             return "length"
         if self.scenario == "refusal":
@@ -266,7 +308,7 @@ def count_words(body: dict) -> int:
 async def wait_whole(conn: Connection, plan: Plan, max_tokens: int | None) -> bool:
     """Pace a non-streaming reply; False when the scenario ends the connection."""
     await conn.pause(plan.first_delay + plan.delay * plan.token_count(max_tokens))
-    if plan.scenario == "midstream-error":
+    if plan.scenario in ("midstream-error", "truncated"):
         return False  # nothing sensible to send half-way: behave like a dropped connection
     if plan.partial:
         return await end_partial(conn, plan, "")
@@ -278,6 +320,9 @@ async def end_partial(conn: Connection, plan: Plan, error_frame: str) -> bool:
     if plan.scenario == "midstream-error":
         await conn.chunk(error_frame)
         await conn.end_stream()
+        return True
+    if plan.scenario == "truncated":
+        await conn.end_stream()  # a clean end of the body, without the format's terminator
         return True
     if plan.scenario == "stall":
         # Silence until the client gives up (or the server stops).

@@ -38,8 +38,10 @@ class FakeProvider:
     """The fake provider server; see the package docstring (``devtools.fakeprovider``).
 
     ``api_key``: the key clients must present (``Authorization: Bearer`` or
-    ``x-api-key``); None accepts any non-empty key.  Thread-safe: tests read
-    ``requests`` and ``disconnects`` from their own thread.
+    ``x-api-key``); None accepts any non-empty key.  ``key_header``: read the
+    key from this header alone ("x-api-key" or "authorization"), as some
+    Anthropic-compatible endpoints do.  Thread-safe: tests read ``requests``
+    and ``disconnects`` from their own thread.
     """
 
     def __init__(
@@ -50,10 +52,12 @@ class FakeProvider:
         delay: float = 0.005,
         first_delay: float = 0.0,
         api_key: str | None = None,
+        key_header: str | None = None,
     ) -> None:
         self.host, self.port = host, port
         self.tokens, self.delay, self.first_delay = tokens, delay, first_delay
         self.api_key = api_key
+        self.key_header = key_header
         self._lock = threading.Condition()
         self._requests: list[RecordedRequest] = []
         self._disconnects = 0
@@ -232,8 +236,8 @@ class FakeProvider:
             return await _WIRE_FORMATS[flavour].respond(conn, plan, body)
 
     def _authorised(self, headers: dict[str, str]) -> bool:
-        key = headers.get("x-api-key") or ""
-        authorization = headers.get("authorization", "")
+        key = (headers.get("x-api-key") or "") if self.key_header in (None, "x-api-key") else ""
+        authorization = headers.get("authorization", "") if self.key_header in (None, "authorization") else ""
         if not key and authorization.lower().startswith("bearer "):
             key = authorization[len("bearer ") :].strip()
         return bool(key) and (self.api_key is None or key == self.api_key)

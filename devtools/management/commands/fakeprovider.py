@@ -26,6 +26,12 @@ class Command(BaseCommand):
         )
         parser.add_argument("--first-delay", type=float, default=0.0, help="Seconds before the first token.")
         parser.add_argument("--api-key", default=None, help="Only accept this key (default: any non-empty key).")
+        parser.add_argument(
+            "--key-header",
+            choices=("x-api-key", "authorization"),
+            default=None,
+            help="Read the key from this header only, as some Anthropic-compatible endpoints do (default: either).",
+        )
 
     def handle(self, *args, **options):
         server = FakeProvider(
@@ -34,6 +40,7 @@ class Command(BaseCommand):
             delay=options["delay"],
             first_delay=options["first_delay"],
             api_key=options["api_key"],
+            key_header=options["key_header"],
         ).start()
         key = options["api_key"] or "fake-key"
         models = ",".join(
