@@ -15,6 +15,19 @@ prefill the model continues; the API rejects trailing whitespace there, so
 it is stripped.  Only plain text is sent: no thinking blocks or signatures,
 whichever model wrote a turn.
 
+The key goes out both as ``Authorization: Bearer`` (what anthropic 2.x sends
+for ``api_key``) and as ``x-api-key``, the only header some
+Anthropic-compatible endpoints (DeepSeek's ``/anthropic``, Kimi, GLM,
+MiniMax) read.
+
+Servers bend the stream (see ``_events``): one whole ``message`` answering a
+streaming request is read as that reply; events without ``event:`` lines are
+named by their JSON ``type``; a stream that ends without ``message_stop``
+before its stop reason, or that carried no Messages event, is a
+ProviderError, never an empty reply.  Input tokens come from
+``message_start``, or from ``message_delta`` when that carries a non-zero
+count (a gateway sent 0 first); a stream without usage yields no Usage.
+
 This module is named like the SDK; ``import anthropic`` below is the SDK.
 """
 
@@ -108,17 +121,21 @@ class AnthropicProvider(Provider):
             async with client.messages.with_streaming_response.create(**_params(request), stream=True) as response:
                 async for kind, data in _events(client, response.http_response):
                     if kind == "message_start":
-                        input_tokens = data["message"]["usage"]["input_tokens"]
+                        input_tokens = _usage(data.get("message")).get("input_tokens")
                     elif kind == "content_block_delta":
-                        # Signature deltas (and anything else) are not for display.
-                        delta = data["delta"]
-                        if delta["type"] == "text_delta":
-                            yield TextDelta(delta["text"])
-                        elif delta["type"] == "thinking_delta":
-                            yield ReasoningDelta(delta["thinking"])
+                        # Signature and tool-input deltas (and anything else) are not for display.
+                        delta = data.get("delta") or {}
+                        if delta.get("type") == "text_delta":
+                            yield TextDelta(delta.get("text") or "")
+                        elif delta.get("type") == "thinking_delta":
+                            yield ReasoningDelta(delta.get("thinking") or "")
                     elif kind == "message_delta":
-                        stop_reason = data["delta"].get("stop_reason")
-                        output_tokens = data["usage"]["output_tokens"]  # cumulative
+                        stop_reason = (data.get("delta") or {}).get("stop_reason") or stop_reason
+                        usage = _usage(data)
+                        if usage.get("output_tokens") is not None:
+                            output_tokens = usage["output_tokens"]  # cumulative
+                        if usage.get("input_tokens"):
+                            input_tokens = usage["input_tokens"]
         except (anthropic.AnthropicError, json.JSONDecodeError, *_TRANSPORT_ERRORS) as exc:
             raise _error(exc, api_key) from exc
         if input_tokens is not None or output_tokens is not None:
@@ -135,14 +152,17 @@ class AnthropicProvider(Provider):
             message = await client.messages.create(**_params(request), timeout=timeout)
         except (anthropic.AnthropicError, json.JSONDecodeError, *_TRANSPORT_ERRORS) as exc:
             raise _error(exc, api_key) from exc
-        reasoning = "".join(block.thinking for block in message.content if block.type == "thinking")
-        text = "".join(block.text for block in message.content if block.type == "text")
+        content = getattr(message, "content", None) or []
+        reasoning = "".join(block.thinking for block in content if block.type == "thinking")
+        text = "".join(block.text for block in content if block.type == "text")
         events: list[Event] = [ReasoningDelta(reasoning)] if reasoning else []
-        events += [
-            TextDelta(text),
-            Usage(message.usage.input_tokens, message.usage.output_tokens),
-            _finish(message.stop_reason),
-        ]
+        events.append(TextDelta(text))
+        # The SDK builds the message without validating it: a server may leave usage out.
+        usage = getattr(message, "usage", None)
+        counts = (getattr(usage, "input_tokens", None), getattr(usage, "output_tokens", None))
+        if counts != (None, None):
+            events.append(Usage(*counts))
+        events.append(_finish(getattr(message, "stop_reason", None)))
         return events
 
 
@@ -159,6 +179,8 @@ def _client() -> tuple[anthropic.AsyncAnthropic, str]:
         timeout = httpx2.Timeout(read, connect=connect)
         return anthropic.AsyncAnthropic(
             api_key=api_key,
+            # The SDK sends the key as a Bearer token only (see the module docstring).
+            default_headers={"x-api-key": api_key},
             base_url=base_url,
             max_retries=retries,
             timeout=timeout,
@@ -168,13 +190,45 @@ def _client() -> tuple[anthropic.AsyncAnthropic, str]:
     return clients.get((api_key, base_url, retries, connect, read), build), api_key
 
 
+# The events of a Messages stream; any other name is skipped.
+MESSAGE_EVENTS = frozenset(
+    {
+        "message_start",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    }
+)
+
+
 async def _events(client: anthropic.AsyncAnthropic, response: httpx2.Response) -> AsyncIterator[tuple[str, dict]]:
-    """``(event name, data)`` of a Messages stream, as the SDK's own stream reads it:
-    pings and unnamed events skipped, an ``error`` event raised as the SDK's
-    status error (status 200, the body's ``error.type`` saying what failed)."""
+    """``(event name, data)`` of a Messages stream, up to ``message_stop``.
+
+    Pings are skipped; an ``error`` event is raised as the SDK's status error
+    (status 200, the body's ``error.type`` saying what failed), as the SDK's
+    own stream does.  Unlike the SDK (2.x skips unnamed events), an event
+    without an ``event:`` line is named by its JSON ``type``.  A JSON body (a
+    gateway that does not stream) is one ``message``, yielded as the events
+    that would have streamed it.  A body that ends without ``message_stop``
+    is whole once a stop reason came, else cut: a CONNECTION ProviderError
+    after the events it had; one with no Messages event is a SERVER
+    ProviderError.
+    """
+    if sse.is_json(response.headers.get("content-type", "")):
+        body = json.loads(await response.aread())
+        if isinstance(body, dict) and body.get("type") == "error":
+            raise client._make_status_error(f"{body}", body=body, response=response)
+        if not isinstance(body, dict) or not isinstance(body.get("content"), list):
+            raise provider_error(ErrorKind.SERVER, key_env=KEY_ENV, detail="a JSON body that is no Messages message")
+        for event in _message_events(body):
+            yield event
+        return
+    recognised = stopped = finished = False
     async with contextlib.aclosing(sse.events(response.aiter_bytes())) as stream:
         async for kind, data in stream:
-            if kind in ("", "ping"):
+            if kind == "ping":
                 continue
             if kind == "error":
                 try:
@@ -183,7 +237,50 @@ async def _events(client: anthropic.AsyncAnthropic, response: httpx2.Response) -
                 except ValueError:
                     body, message = data, data or f"Error code: {response.status_code}"
                 raise client._make_status_error(message, body=body, response=response)
-            yield kind, json.loads(data)
+            event = json.loads(data)
+            if not isinstance(event, dict):
+                continue
+            kind = kind or str(event.get("type") or "")
+            if kind == "error":
+                raise client._make_status_error(f"{event}", body=event, response=response)
+            if kind not in MESSAGE_EVENTS:
+                continue
+            recognised = True
+            finished = finished or (kind == "message_delta" and bool((event.get("delta") or {}).get("stop_reason")))
+            yield kind, event
+            if kind == "message_stop":
+                stopped = True
+    if not recognised:
+        raise provider_error(
+            ErrorKind.SERVER, key_env=KEY_ENV, detail="a stream with no Messages event in it (HTTP 200)"
+        )
+    if not stopped and not finished:
+        raise provider_error(
+            ErrorKind.CONNECTION, key_env=KEY_ENV, detail="the stream ended before its stop reason and message_stop"
+        )
+
+
+def _message_events(message: dict) -> list[tuple[str, dict]]:
+    """A whole Messages ``message`` as the events that would have streamed it."""
+    events = [("message_start", {"type": "message_start", "message": {**message, "content": []}})]
+    for index, block in enumerate(block for block in message["content"] if isinstance(block, dict)):
+        if block.get("type") == "text":
+            delta = {"type": "text_delta", "text": block.get("text") or ""}
+        elif block.get("type") == "thinking":
+            delta = {"type": "thinking_delta", "thinking": block.get("thinking") or ""}
+        else:
+            continue
+        events.append(("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}))
+    usage = _usage(message)
+    final = {"type": "message_delta", "delta": {"stop_reason": message.get("stop_reason")}, "usage": usage}
+    events += [("message_delta", final), ("message_stop", {"type": "message_stop"})]
+    return events
+
+
+def _usage(holder: object) -> dict:
+    """The ``usage`` object of an event or message, or {} when a server left it out."""
+    usage = holder.get("usage") if isinstance(holder, dict) else None
+    return usage if isinstance(usage, dict) else {}
 
 
 def history(messages: list[ChatMessage]) -> list[dict]:
@@ -224,7 +321,10 @@ def _params(request: ChatRequest) -> dict:
 
 
 def _finish(raw: str | None) -> Finish:
-    return Finish(STOP_REASONS.get(raw or "", FinishReason.OTHER), raw)
+    """No stop reason at all is a normal end (the stream ended properly); an unknown one is OTHER."""
+    if not raw:
+        return Finish(FinishReason.STOP, raw)
+    return Finish(STOP_REASONS.get(raw, FinishReason.OTHER), raw)
 
 
 def _error(exc: Exception, api_key: str) -> ProviderError:

@@ -148,6 +148,14 @@ class Provider:
     order, then at most one Usage and exactly one Finish (Usage may come before
     or after Finish), or raises ProviderError.  Cancelling the consuming task
     closes the upstream HTTP connection promptly.
+
+    Finish comes only for a reply that arrived whole (the stream's terminator
+    or its finish reason, or one JSON body, even one answering a streaming
+    request); a stream that was cut short or held nothing of the wire format
+    raises ProviderError after the deltas it did carry, so a broken stream is
+    never an empty complete reply.  A reply with no finish reason is STOP.
+    Usage comes only with counts the provider reported (never made-up zeros):
+    a server that sends none yields no Usage.
     """
 
     name: str = ""

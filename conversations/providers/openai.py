@@ -8,6 +8,13 @@ because OpenAI-compatible servers widely accept only the former.
 DeepSeek-style ``reasoning_content`` (and OpenRouter/vLLM ``reasoning``)
 deltas become ReasoningDelta.
 
+Servers bend the stream (see ``_chunks``): one whole ``chat.completion``
+answering a streaming request is read as that reply; a stream that ends
+without ``data: [DONE]`` before its finish reason, or that carried no chunk of
+this format, is a ProviderError, never an empty reply; a stream with no
+finish reason that ends properly ended normally (STOP); one without usage
+(``stream_options`` ignored) yields no Usage.
+
 This module is named like the SDK; ``import openai`` below is the SDK
 (absolute import), not this module.
 """
@@ -94,7 +101,7 @@ class OpenAIProvider(Provider):
     async def stream_events(self, request: ChatRequest) -> AsyncIterator[Event]:
         client, api_key = _client()
         usage: Usage | None = None
-        finish = Finish(FinishReason.OTHER)
+        finish = _finish(None)  # a stream that ends properly without a finish reason ended normally
         try:
             # The SDK sends the request (auth, base URL, retries, timeouts, and
             # an APIStatusError for a refused one); the body's chunks are read
@@ -104,10 +111,12 @@ class OpenAIProvider(Provider):
                 **_params(request), stream=True, stream_options={"include_usage": True}
             ) as response:
                 async for data in _chunks(response.http_response):
-                    if data.get("usage"):
-                        usage = Usage(data["usage"].get("prompt_tokens"), data["usage"].get("completion_tokens"))
+                    if isinstance(data.get("usage"), dict):
+                        counts = (data["usage"].get("prompt_tokens"), data["usage"].get("completion_tokens"))
+                        if counts != (None, None):
+                            usage = Usage(*counts)
                     for choice in data.get("choices") or ():
-                        if choice.get("index", 0) != 0:
+                        if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                             continue
                         for event in _delta_events(choice.get("delta") or {}):
                             yield event
@@ -193,33 +202,70 @@ async def _chunks(response: httpx2.Response) -> AsyncIterator[dict]:
     ``DRAIN_TIMEOUT``), so that the connection goes back to the pool: leaving
     the byte iterator early would make httpx close the response, and the
     next reply would open a new connection.
+
+    Servers that bend the format: a JSON body (a gateway that does not
+    stream) is one ``chat.completion``, yielded as the one chunk that would
+    have carried it (each choice's ``message`` as its ``delta``).  A body that
+    ends without ``[DONE]`` is whole once a finish reason came (some servers
+    leave the terminator out), else cut: a CONNECTION ProviderError after the
+    chunks it had.  A body with no chunk of this format (none with
+    ``choices`` or ``usage``) is a SERVER ProviderError.
     """
-    done = False
+    done = recognised = finished = False
     try:
-        async with asyncio.timeout(None) as drain, contextlib.aclosing(sse.events(response.aiter_bytes())) as stream:
-            async for _, data in stream:
-                if done:
-                    continue
-                if data.startswith("[DONE]"):
-                    done = True
-                    drain.reschedule(asyncio.get_running_loop().time() + DRAIN_TIMEOUT)
-                    continue
-                chunk = json.loads(data)
-                if not isinstance(chunk, dict):
-                    continue
-                if chunk.get("error"):
-                    error = chunk["error"]
-                    message = error.get("message") if isinstance(error, dict) else None
-                    if not message or not isinstance(message, str):
-                        message = "An error occurred during streaming"
-                    raise openai.APIError(message, response.request, body=error)
-                yield chunk
+        if sse.is_json(response.headers.get("content-type", "")):
+            completion = json.loads(await response.aread())
+            if isinstance(completion, dict) and completion.get("error"):
+                raise _stream_error(completion["error"], response)
+            if isinstance(completion, dict) and isinstance(completion.get("choices"), list):
+                done = recognised = True
+                choices = [{**c, "delta": c.get("message") or {}} for c in completion["choices"] if isinstance(c, dict)]
+                yield {**completion, "choices": choices}
+        else:
+            async with (
+                asyncio.timeout(None) as drain,
+                contextlib.aclosing(sse.events(response.aiter_bytes())) as stream,
+            ):
+                async for _, data in stream:
+                    if done:
+                        continue
+                    if data.startswith("[DONE]"):
+                        done = True
+                        drain.reschedule(asyncio.get_running_loop().time() + DRAIN_TIMEOUT)
+                        continue
+                    chunk = json.loads(data)
+                    if not isinstance(chunk, dict):
+                        continue
+                    if chunk.get("error"):
+                        raise _stream_error(chunk["error"], response)
+                    if isinstance(chunk.get("choices"), list) or isinstance(chunk.get("usage"), dict):
+                        recognised = True
+                        choices = chunk.get("choices") or ()
+                        finished = finished or any(isinstance(c, dict) and c.get("finish_reason") for c in choices)
+                    yield chunk
     except (TimeoutError, httpx2.RequestError, httpx2.StreamError, ssl.SSLError, anyio.EndOfStream) as exc:
-        if done:
-            return  # the reply is whole; only the connection is lost
-        if isinstance(exc, httpx2.TimeoutException | TimeoutError):
-            raise openai.APITimeoutError(request=response.request) from exc
-        raise openai.APIConnectionError(request=response.request) from exc
+        if not done:
+            if isinstance(exc, httpx2.TimeoutException | TimeoutError):
+                raise openai.APITimeoutError(request=response.request) from exc
+            raise openai.APIConnectionError(request=response.request) from exc
+        # else the reply is whole; only the connection is lost
+    if not recognised:
+        kind = "a JSON body" if sse.is_json(response.headers.get("content-type", "")) else "a stream"
+        raise provider_error(
+            ErrorKind.SERVER, key_env=KEY_ENV, detail=f"{kind} with no Chat Completions chunk in it (HTTP 200)"
+        )
+    if not done and not finished:
+        raise provider_error(
+            ErrorKind.CONNECTION, key_env=KEY_ENV, detail="the stream ended before its finish reason and data: [DONE]"
+        )
+
+
+def _stream_error(error: object, response: httpx2.Response) -> openai.APIError:
+    """The SDK's APIError for an ``{"error": ...}`` in a 200 body."""
+    message = error.get("message") if isinstance(error, dict) else None
+    if not message or not isinstance(message, str):
+        message = "An error occurred during streaming"
+    return openai.APIError(message, response.request, body=error)
 
 
 def _reasoning(delta: object) -> str:
@@ -245,7 +291,10 @@ def _delta_events(delta: dict) -> list[Event]:
 
 
 def _finish(raw: str | None) -> Finish:
-    return Finish(FINISH_REASONS.get(raw or "", FinishReason.OTHER), raw)
+    """No finish reason at all is a normal end (the reply arrived whole); an unknown one is OTHER."""
+    if not raw:
+        return Finish(FinishReason.STOP, raw)
+    return Finish(FINISH_REASONS.get(raw, FinishReason.OTHER), raw)
 
 
 def _error(exc: Exception, api_key: str) -> ProviderError:

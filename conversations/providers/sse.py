@@ -9,6 +9,10 @@ It follows the SSE rules the providers rely on: lines end with ``\\n``,
 ``\\r\\n`` or ``\\r``; a blank line ends an event; ``data:`` lines of one event
 are joined with ``\\n``; a single space after the colon is dropped; ``event:``
 names the event; comments (``:``) and other fields are ignored.
+
+``is_json()`` tells a response that is not a stream at all: some gateways
+answer a streaming request with one whole JSON body, which the providers then
+read as a non-streamed reply.
 """
 
 from __future__ import annotations
@@ -50,3 +54,9 @@ async def events(chunks: AsyncIterable[bytes]) -> AsyncIterator[tuple[str, str]]
             data.append(value[1:] if value.startswith(" ") else value)
     if data:
         yield event, "\n".join(data)  # a stream that ended without the final blank line
+
+
+def is_json(content_type: str) -> bool:
+    """True for a JSON media type (``application/json``, ``…+json``), whatever its parameters."""
+    media_type = content_type.partition(";")[0].strip().lower()
+    return media_type == "application/json" or media_type.endswith("+json")
