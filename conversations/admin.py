@@ -258,11 +258,11 @@ class ConversationAdmin(admin.ModelAdmin):
         return obj.message_count
 
     @admin.display(description=_("tokens in"), ordering="tokens_in")
-    def tokens_in(self, obj: Conversation) -> int:
+    def tokens_in(self, obj: Conversation) -> int | None:
         return obj.tokens_in
 
     @admin.display(description=_("tokens out"), ordering="tokens_out")
-    def tokens_out(self, obj: Conversation) -> int:
+    def tokens_out(self, obj: Conversation) -> int | None:
         return obj.tokens_out
 
     @admin.display(description=_("cost (USD)"))

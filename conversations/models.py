@@ -52,8 +52,9 @@ class ConversationQuerySet(models.QuerySet):
         return self.annotate(
             message_count=_per_conversation(Message, Count("id")),
             reply_count=_per_conversation(Message, Count("id"), replies),
-            tokens_in=_per_conversation(Message, Sum("input_tokens"), replies),
-            tokens_out=_per_conversation(Message, Sum("output_tokens"), replies),
+            # None (shown blank) when no reply reported tokens, rather than a made-up 0.
+            tokens_in=_per_conversation(Message, Sum("input_tokens"), replies, default=None),
+            tokens_out=_per_conversation(Message, Sum("output_tokens"), replies, default=None),
             error_count=_per_conversation(Message, Count("id"), replies & Q(status=Message.Status.ERROR)),
             stopped_count=_per_conversation(Message, Count("id"), replies & Q(status=Message.Status.STOPPED)),
             interrupted_count=_per_conversation(Message, Count("id"), replies & Q(status=Message.Status.INTERRUPTED)),
@@ -64,13 +65,15 @@ class ConversationQuerySet(models.QuerySet):
         )
 
 
-def _per_conversation(model, aggregate, condition: Q | None = None, via: str = ""):
-    """``aggregate`` over ``model``'s rows of the outer conversation, as a subquery (0 when none)."""
+def _per_conversation(model, aggregate, condition: Q | None = None, via: str = "", default: int | None = 0):
+    """``aggregate`` over ``model``'s rows of the outer conversation, as a subquery (``default`` when none)."""
     rows = model.objects.filter(**{f"{via}conversation": OuterRef("pk")})
     if condition is not None:
         rows = rows.filter(condition)
     value = rows.order_by().values(f"{via}conversation").annotate(value=aggregate).values("value")[:1]
-    return Coalesce(Subquery(value), 0, output_field=models.IntegerField())
+    if default is None:
+        return Subquery(value, output_field=models.IntegerField())
+    return Coalesce(Subquery(value), default, output_field=models.IntegerField())
 
 
 class Conversation(models.Model):
