@@ -316,6 +316,8 @@ def _params(request: ChatRequest) -> dict:
     elif request.temperature is not None:
         # This SDK version has no ``temperature`` argument; the API still takes it.
         params["extra_body"] = {"temperature": request.temperature}
+    if spec.extra_body:
+        params["extra_body"] = {**spec.extra_body, **params.get("extra_body", {})}
     params["max_tokens"] = max_tokens
     return params
 

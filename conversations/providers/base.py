@@ -105,6 +105,12 @@ class ModelSpec:
     streaming: bool = True
     price_in: Decimal | None = None  # per million input tokens
     price_out: Decimal | None = None  # per million output tokens
+    # How an OpenAI-compatible server is asked to think (see providers/openai.py): "" nothing
+    # (DeepSeek's reasoner thinks unasked), "enable_thinking" (Qwen), "thinking_type" (Kimi, GLM).
+    thinking_style: str = ""
+    reasoning_model: bool | None = None  # OpenAI o-series: None guesses from the name
+    reasoning_effort: str | None = None  # OpenAI reasoning models' "low" / "medium" / "high"
+    extra_body: dict | None = field(default=None, hash=False)  # merged into the request body
 
     @property
     def key(self) -> str:

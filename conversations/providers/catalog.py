@@ -46,6 +46,24 @@ object keyed "provider:model", e.g.::
                                                          "max_tokens": 16000, "price_in": "3", "price_out": "15"}}'
 
 A label given in CHAT_MODELS wins over both.
+
+Thinking differs per model family on OpenAI-compatible servers, so it is per
+model too (``providers/openai.py`` sends them):
+
+- DeepSeek (``deepseek-reasoner``): ``{"thinking": true}`` only shows its
+  ``reasoning_content``; the model thinks unasked.  Its reasoning is never
+  sent back (DeepSeek rejects it in ordinary turns; this chat has no tools).
+- Qwen on DashScope or vLLM: ``{"thinking": true, "thinking_style":
+  "enable_thinking"}`` sends ``enable_thinking`` (true or false) and the
+  ``thinking_budget``; ``false`` with the style turns a hybrid model's
+  thinking off.
+- Kimi, GLM: ``"thinking_style": "thinking_type"`` sends ``thinking:
+  {"type": "enabled"}`` (or ``"disabled"``).
+- OpenAI o-series and gpt-5 (guessed from the name, or ``"reasoning_model":
+  true/false``): ``max_completion_tokens`` instead of ``max_tokens``, no
+  temperature, and ``reasoning_effort`` when set.
+- ``extra_body``: any other fields the server wants, merged into the body
+  (e.g. vLLM's ``{"chat_template_kwargs": {"enable_thinking": false}}``).
 """
 
 from __future__ import annotations
@@ -104,7 +122,12 @@ _OPTION_TYPES = {
     "streaming": (bool,),
     "price_in": (int, float, str, type(None)),
     "price_out": (int, float, str, type(None)),
+    "thinking_style": (str,),
+    "reasoning_model": (bool, type(None)),
+    "reasoning_effort": (str, type(None)),
+    "extra_body": (dict, type(None)),
 }
+THINKING_STYLES = ("", "enable_thinking", "thinking_type")
 
 
 # A model id's "@key=value,key=value" option list, and a comma-piece continuing one.
@@ -235,6 +258,10 @@ def _model_options() -> dict[str, dict]:
             # bool is an int subclass: max_tokens=true must not pass.
             if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
                 raise ImproperlyConfigured(f"CHAT_MODEL_OPTIONS[{key!r}][{name!r}] has the wrong type: {value!r}.")
+            if name == "thinking_style" and value not in THINKING_STYLES:
+                raise ImproperlyConfigured(
+                    f"CHAT_MODEL_OPTIONS[{key!r}]['thinking_style'] must be one of {', '.join(THINKING_STYLES[1:])}."
+                )
     return options
 
 

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import ssl
 from collections.abc import AsyncIterator
 
@@ -79,6 +80,9 @@ _KINDS_BY_TYPE = {
     "content_filter": ErrorKind.CONTENT_FILTER,
     "content_policy_violation": ErrorKind.CONTENT_FILTER,
 }
+
+# OpenAI's reasoning models, when the catalogue does not say: o1, o3-mini, o4-mini, gpt-5…
+REASONING_MODEL = re.compile(r"^(o[1-9](-|$)|gpt-5)")
 
 # Sent to the model, not shown to the person, so it is not translated.
 CONTINUE_PROMPT = "Continue exactly where your previous message stopped. Do not repeat anything you already wrote."
@@ -184,12 +188,26 @@ def _params(request: ChatRequest) -> dict:
         # Chat Completions answers a trailing assistant turn afresh rather than
         # extending it (unlike Anthropic's prefill), so ask for the rest.
         messages.append({"role": "user", "content": CONTINUE_PROMPT})
-    params: dict = {"model": request.model.name, "messages": messages}
-    max_tokens = request.max_tokens or request.model.max_tokens
+    spec = request.model
+    params: dict = {"model": spec.name, "messages": messages}
+    reasoning = spec.reasoning_model if spec.reasoning_model is not None else bool(REASONING_MODEL.match(spec.name))
+    max_tokens = request.max_tokens or spec.max_tokens
     if max_tokens:
-        params["max_tokens"] = max_tokens
-    if request.temperature is not None:
+        # OpenAI's reasoning models refuse max_tokens (and any temperature but the default).
+        params["max_completion_tokens" if reasoning else "max_tokens"] = max_tokens
+    if request.temperature is not None and not reasoning:
         params["temperature"] = request.temperature
+    if spec.reasoning_effort:
+        params["reasoning_effort"] = spec.reasoning_effort
+    extra = dict(spec.extra_body or {})
+    if spec.thinking_style == "enable_thinking":  # Qwen (DashScope, vLLM)
+        extra["enable_thinking"] = spec.thinking
+        if spec.thinking and spec.thinking_budget:
+            extra["thinking_budget"] = spec.thinking_budget
+    elif spec.thinking_style == "thinking_type":  # Kimi, GLM
+        extra["thinking"] = {"type": "enabled" if spec.thinking else "disabled"}
+    if extra:
+        params["extra_body"] = extra
     return params
 
 

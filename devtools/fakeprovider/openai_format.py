@@ -49,6 +49,20 @@ def error(status: int, message: str = "", kind: str | None = None) -> tuple[dict
     return payload, {"x-request-id": new_id("req_")}
 
 
+def reasoning_model_problem(body: dict) -> str:
+    """What OpenAI's reasoning models (o1, o3, o4-mini, gpt-5) say about a body they refuse, or ""."""
+    if "max_tokens" in body:
+        return (
+            "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead."
+        )
+    if body.get("temperature") not in (None, 1):
+        return (
+            f"Unsupported value: 'temperature' does not support {body['temperature']} with this model. "
+            "Only the default (1) value is supported."
+        )
+    return ""
+
+
 async def respond(conn: Connection, plan: Plan, body: dict) -> bool:
     """Answer a completion request; False when the connection must not be reused."""
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")

@@ -54,6 +54,8 @@ tool-call        no text: one tool call (OpenAI ``tool_calls`` deltas; Anthropic
                  tool_use (streaming and not)
 no-usage         no usage at all, whatever ``stream_options`` asks (OpenAI: no usage
                  chunk or field; Anthropic: no ``usage`` in any event or message)
+reasoning-model  OpenAI's o-series rules: 400 for ``max_tokens`` (use
+                 ``max_completion_tokens``) and for any temperature but 1; then as normal
 late-input-tokens
                  Anthropic: ``message_start`` says 0 input tokens, ``message_delta``
                  carries the real count; OpenAI: as normal
@@ -101,6 +103,7 @@ SCENARIOS = (
     "tool-call",
     "no-usage",
     "late-input-tokens",
+    "reasoning-model",
     "error-400",
     "error-401",
     "error-403",

@@ -227,6 +227,11 @@ class FakeProvider:
         if plan.scenario == "flaky-429" and self._flaky_fails(request, plan):
             await self._error(conn, flavour, 429, retry=True)
             return True
+        if flavour == "openai" and plan.scenario == "reasoning-model":
+            problem = openai_format.reasoning_model_problem(body)
+            if problem:
+                await self._error(conn, flavour, 400, retry=False, message=problem)
+                return True
         if flavour == "anthropic":
             problem = anthropic_format.problem(body)
             if problem:
