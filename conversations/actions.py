@@ -307,8 +307,16 @@ def clean_title(text: str) -> str:
     return line if len(line) <= TITLE_CHARS else line[: TITLE_CHARS - 1].rstrip() + "…"
 
 
-async def stop(conversation_id: UUID) -> None:
-    """Stop the conversation's reply in whichever worker process runs it."""
+@database_sync_to_async
+def _check_owner(conversation_id: UUID, user) -> None:
+    if not Conversation.objects.for_user(user).filter(pk=conversation_id).exists():
+        raise Conversation.DoesNotExist
+
+
+async def stop(conversation_id: UUID, user) -> None:
+    """Stop the conversation's reply in whichever worker process runs it;
+    Conversation.DoesNotExist unless ``user`` may open the conversation."""
+    await _check_owner(conversation_id, user)
     if not generation.stop(conversation_id):
         await frames.request_stop(conversation_id)
 

@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 # Application close codes (4000-4999): htmx-ext-ws reconnects only after
 # 1006/1012/1013, so a refused socket stays closed.
+CLOSE_BAD_FRAME = 4400
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
 
@@ -49,6 +50,9 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         self.awaiting_snapshot = ""
         self.held_frames: list[dict] = []
         self.in_group = False
+        # No frame is handled until the socket is known to be the owner's:
+        # frames sent right after the handshake arrive even on a refused one.
+        self.owner_checked = False
         # Accept, then close with an application code: a socket refused during
         # the handshake looks like a network failure, and htmx would retry.
         await self.accept()
@@ -60,11 +64,13 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             return
         await self.channel_layer.group_add(self.group, self.channel_name)
         self.in_group = True
+        self.owner_checked = True
         durability.socket_opened()
         await self._send_current_state()
 
     async def disconnect(self, code: int) -> None:
         # The generation belongs to the server: leaving does not stop it.
+        self.owner_checked = False
         if self.in_group:
             self.in_group = False
             durability.socket_closed()
@@ -80,6 +86,23 @@ class ConversationConsumer(AsyncWebsocketConsumer):
 
     # --- frames from the browser -------------------------------------------
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if not self.owner_checked:
+            return  # a refused (or closing) socket: nothing it sends is acted on
+        try:
+            await self._receive(text_data)
+        except Conversation.DoesNotExist:
+            await self._refuse(CLOSE_NOT_FOUND)
+        except Exception as exc:
+            # One line, not a traceback per bad frame; the socket closes with
+            # an application code and leaves its group (disconnect may not run).
+            logger.warning("A websocket frame failed (%s) on conversation %s", type(exc).__name__, self.conversation_id)
+            await self._refuse(CLOSE_BAD_FRAME)
+
+    async def _refuse(self, code: int) -> None:
+        await self.disconnect(code)
+        await self.close(code=code)
+
+    async def _receive(self, text_data: str | None) -> None:
         if text_data is None:
             await self._error(_("Only text frames are accepted."))
             return
@@ -90,7 +113,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             return
         try:
             data = json.loads(text_data)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deep
             await self._error(_("That frame is not valid JSON."))
             return
         if not isinstance(data, dict):
@@ -101,7 +124,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             await self._error(_("Unknown field: %(fields)s.") % {"fields": ", ".join(unknown)})
             return
         action = data.get("action", "send")
-        if action not in ACTIONS:
+        if not isinstance(action, str) or action not in ACTIONS:
             await self._error(_("Unknown action."))
             return
         await getattr(self, f"_on_{action}")(data)
@@ -122,7 +145,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             await self.send(text_data=frames.composer_ack())
 
     async def _on_stop(self, data: dict) -> None:
-        await actions.stop(self.conversation_id)
+        await actions.stop(self.conversation_id, self.user)
 
     async def _on_retry(self, data: dict) -> None:
         await self._on_message_action(data, actions.retry_reply)
@@ -160,7 +183,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         except actions.ReplyRefused as refusal:
             await self._error(refusal.message)
         except Conversation.DoesNotExist:
-            await self.close(code=CLOSE_NOT_FOUND)
+            await self._refuse(CLOSE_NOT_FOUND)
         else:
             return True
         return False
@@ -209,3 +232,15 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             await self.conversation_html(message)
         else:
             await super().dispatch(message)
+
+
+class UnknownPathConsumer(AsyncWebsocketConsumer):
+    """Any other websocket path: closed cleanly with 4404, not a 500 and a
+    traceback in the log for whoever asks."""
+
+    async def connect(self) -> None:
+        await self.accept()
+        await self.close(code=CLOSE_NOT_FOUND)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        return

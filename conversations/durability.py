@@ -54,6 +54,11 @@ def socket_closed() -> None:
     _sockets = max(0, _sockets - 1)
 
 
+def open_sockets() -> int:
+    """Conversation sockets open in this process now."""
+    return _sockets
+
+
 def ensure_running() -> None:
     """Start this process's loop if it is not running on the current event loop.
 

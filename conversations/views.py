@@ -179,8 +179,8 @@ async def send(request: HttpRequest, conversation_id: UUID) -> HttpResponse:
 
 @require_POST
 async def stop(request: HttpRequest, conversation_id: UUID) -> HttpResponse:
-    conv, _user = await _aget_conversation_for_user(request, conversation_id)
-    await actions.stop(conv.id)
+    conv, user = await _aget_conversation_for_user(request, conversation_id)
+    await actions.stop(conv.id, user)
     return redirect(conv)
 
 

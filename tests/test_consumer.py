@@ -132,6 +132,75 @@ async def test_it_refuses_a_socket_for_another_users_conversation(charlie, conve
     await communicator.disconnect()
 
 
+async def test_a_refused_socket_cannot_stop_the_owners_reply(alice, charlie, conversation, openai_fake):
+    await sync_to_async(openai_fake)(conversation, "fake-long@tokens=60,delay=0.01")
+    owner = await connect(alice, conversation)
+    await send(owner, action="send", text="a story")
+    await first_delta(owner)
+    intruder = await connect(charlie, conversation)
+    await send(intruder, action="stop")  # at once, on the socket about to be refused
+    await send(intruder, action="send", text="mine now")
+    assert await intruder.receive_output(timeout=5) == {"type": "websocket.close", "code": 4404}
+    await intruder.disconnect()  # returns once the consumer has handled every frame sent before
+    frames = await until_final(owner)
+    await owner.disconnect()
+
+    reply = await _reply(conversation)
+    assert reply.status == "complete" and reply.content == expected_text("fake-long@tokens=60")
+    assert "Stopped." not in frames[-1]
+    texts = await database_sync_to_async(list)(Message.objects.filter(role="user").values_list("content", flat=True))
+    assert texts == ["a story"]
+
+
+async def test_an_http_stop_for_another_users_conversation_is_a_404(charlie, conversation, client):
+    from django.urls import reverse
+
+    await sync_to_async(client.force_login)(charlie)
+    response = await sync_to_async(client.post)(reverse("stop", args=[conversation.id]))
+    assert response.status_code == 404
+
+
+async def test_an_unknown_websocket_path_closes_cleanly_without_a_traceback(caplog):
+    headers = [(b"host", b"localhost"), (b"origin", b"http://localhost")]
+    communicator = WebsocketCommunicator(application, "/ws/nope/", headers=headers)
+    connected, _ = await communicator.connect(timeout=5)
+    assert connected
+    assert await communicator.receive_output(timeout=5) == {"type": "websocket.close", "code": 4404}
+    await communicator.disconnect()
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL") or r.exc_info]
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        "[" * 50000,
+        '{"a":' * 50000,
+        json.dumps({"action": ["send"]}),
+        json.dumps({"action": {}}),
+        json.dumps({"action": 1}),
+    ],
+)
+async def test_a_malicious_frame_gets_an_answer_or_a_4xxx_close_and_the_socket_leaves_its_group(
+    alice, conversation, openai_fake, frame, caplog
+):
+    from conversations import durability
+
+    await sync_to_async(openai_fake)(conversation, "fake-normal")
+    communicator = await connect(alice, conversation)
+    await communicator.send_to(text_data=frame)
+    answer = await communicator.receive_output(timeout=5)
+    if answer["type"] == "websocket.send":
+        assert 'id="composer-error"' in answer["text"]
+        await send(communicator, action="send", text="still works")
+        assert delta_text(await until_final(communicator)) == expected_text("fake-normal")
+    else:
+        assert answer["type"] == "websocket.close" and 4000 <= answer["code"] < 5000
+    await communicator.disconnect()
+    assert durability.open_sockets() == 0
+    assert not [r for r in caplog.records if r.exc_info]
+    assert await database_sync_to_async(Message.objects.filter(role="user").exclude(content="still works").count)() == 0
+
+
 async def test_it_refuses_an_anonymous_socket(conversation):
     communicator = await connect(None, conversation)
     closed = await communicator.receive_output(timeout=5)
