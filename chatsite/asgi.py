@@ -1,6 +1,7 @@
 """ASGI entry point: HTTP through Django, websockets through Channels.
 
-The websocket stack checks the Origin header against ALLOWED_HOSTS, then
+The websocket stack checks the Origin header (the page's own origin, or a
+trusted one: chatsite/websocket_origin.py), then
 authenticates from the session cookie, then routes.
 """
 
@@ -14,8 +15,8 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from chatsite.websocket_origin import SameOriginValidator  # noqa: E402
 from conversations.lifecycle import serving  # noqa: E402
 from conversations.routing import websocket_urlpatterns  # noqa: E402
 
@@ -25,7 +26,7 @@ application = serving(
     ProtocolTypeRouter(
         {
             "http": django_asgi_app,
-            "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+            "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
         }
     )
 )

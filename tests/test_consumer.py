@@ -216,6 +216,43 @@ async def test_it_refuses_a_socket_from_another_origin(alice, conversation):
     await communicator.disconnect()
 
 
+async def _opens(alice, conversation, host: bytes, origin: bytes, *extra) -> bool:
+    headers = [(b"host", host), (b"origin", origin), (b"cookie", await session_cookie(alice)), *extra]
+    communicator = WebsocketCommunicator(application, f"/ws/conversations/{conversation.id}/", headers=headers)
+    connected, _ = await communicator.connect(timeout=5)
+    await communicator.disconnect()
+    return connected
+
+
+@pytest.mark.parametrize(
+    ("host", "origin"),
+    [
+        (b"localhost", b"http://localhost:1"),  # another port
+        (b"localhost", b"https://localhost"),  # another scheme
+        (b"127.0.0.1", b"https://127.0.0.1"),
+        (b"localhost:8000", b"http://localhost"),
+        (b"localhost", b"null"),
+        (b"localhost", b"http://localhost:99999"),
+    ],
+)
+async def test_an_origin_that_differs_in_port_or_scheme_is_refused(alice, conversation, host, origin):
+    assert not await _opens(alice, conversation, host, origin)
+
+
+async def test_the_pages_own_origin_and_a_trusted_one_are_accepted(alice, conversation, settings):
+    assert await _opens(alice, conversation, b"localhost:8000", b"http://localhost:8000")
+    settings.CSRF_TRUSTED_ORIGINS = ["https://*.example.com"]
+    assert await _opens(alice, conversation, b"localhost", b"https://chat.example.com")
+    assert not await _opens(alice, conversation, b"localhost", b"http://chat.example.com")
+
+
+async def test_behind_a_tls_proxy_the_https_origin_is_the_pages_own(alice, conversation, settings):
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    proto = (b"x-forwarded-proto", b"https")
+    assert await _opens(alice, conversation, b"localhost", b"https://localhost", proto)
+    assert not await _opens(alice, conversation, b"localhost", b"http://localhost", proto)
+
+
 @pytest.mark.parametrize(
     ("frame", "error"),
     [
