@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 from uuid import UUID
 
+from asgiref.sync import async_to_sync
 from channels.db import aclose_old_connections, database_sync_to_async
 from django.conf import settings
 from django.db import transaction
@@ -311,6 +312,15 @@ def clean_title(text: str) -> str:
 def _check_owner(conversation_id: UUID, user) -> None:
     if not Conversation.objects.for_user(user).filter(pk=conversation_id).exists():
         raise Conversation.DoesNotExist
+
+
+def sessions_changed(sender, user=None, instance=None, **kwargs) -> None:
+    """Receiver of ``user_logged_out`` and the user model's ``post_save``: the
+    user's open sockets, on every worker, check their session and close if it
+    has ended (logged out, password changed, account deactivated)."""
+    account = user if user is not None else instance
+    if account is not None and account.pk is not None:
+        async_to_sync(frames.request_session_check)(account.pk)
 
 
 async def stop(conversation_id: UUID, user) -> None:

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import json
 import logging
+from importlib import import_module
 from uuid import UUID
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
+from django.utils.crypto import constant_time_compare
 from django.utils.translation import gettext as _
 
 from conversations import actions, durability, frames
@@ -37,6 +40,23 @@ ALLOWED_FIELDS = {"action", "text", "message", "model", "csrfmiddlewaretoken", "
 @database_sync_to_async
 def _owned(user, conversation_id: UUID) -> bool:
     return Conversation.objects.for_user(user).filter(pk=conversation_id).exists()
+
+
+@database_sync_to_async
+def _session_stands(scope, user) -> bool:
+    """Whether the session this socket opened with is still ``user``'s: not
+    logged out or expired, the password unchanged, the account active.
+    Read afresh, not from the session the socket loaded at connect."""
+    session = scope.get("session")
+    if session is None or not session.session_key:
+        return False
+    stored = import_module(settings.SESSION_ENGINE).SessionStore(session.session_key)
+    if stored.get(SESSION_KEY) != str(user.pk):
+        return False
+    current = get_user_model().objects.filter(pk=user.pk, is_active=True).first()
+    if current is None:
+        return False
+    return constant_time_compare(stored.get(HASH_SESSION_KEY, ""), current.get_session_auth_hash())
 
 
 class ConversationConsumer(AsyncWebsocketConsumer):
@@ -63,6 +83,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_NOT_FOUND)
             return
         await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.channel_layer.group_add(frames.user_group(self.user.pk), self.channel_name)
         self.in_group = True
         self.owner_checked = True
         durability.socket_opened()
@@ -75,6 +96,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             self.in_group = False
             durability.socket_closed()
             await self.channel_layer.group_discard(self.group, self.channel_name)
+            await self.channel_layer.group_discard(frames.user_group(self.user.pk), self.channel_name)
 
     async def _send_current_state(self) -> None:
         joined = await actions.join(self.conversation_id, self.user, self.channel_name)
@@ -88,6 +110,9 @@ class ConversationConsumer(AsyncWebsocketConsumer):
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if not self.owner_checked:
             return  # a refused (or closing) socket: nothing it sends is acted on
+        if not await _session_stands(self.scope, self.user):
+            await self._refuse(CLOSE_UNAUTHENTICATED)
+            return
         try:
             await self._receive(text_data)
         except Conversation.DoesNotExist:
@@ -193,6 +218,11 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         await self.send(text_data=frames.composer_error(message))
 
     # --- frames from the channel layer --------------------------------------
+    async def session_check(self, event: dict) -> None:
+        """The user logged out, or their account changed: close unless this socket's session still stands."""
+        if self.owner_checked and not await _session_stands(self.scope, self.user):
+            await self._refuse(CLOSE_UNAUTHENTICATED)
+
     async def conversation_delta(self, event: dict) -> None:
         if event["message"] == self.awaiting_snapshot:
             self.held_frames.append(event)

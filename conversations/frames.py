@@ -28,6 +28,11 @@ def group_name(conversation_id: UUID | str) -> str:
     return f"conversation_{conversation_id}"
 
 
+def user_group(user_id: int | str) -> str:
+    """Every open socket of one user, on any worker: told when their sessions may have ended."""
+    return f"user_{user_id}"
+
+
 def control_group(conversation_id: UUID | str) -> str:
     """Where any worker asks the process that runs a conversation's reply to
     stop it or to send a snapshot (kept apart from the frames' group so the
@@ -146,6 +151,12 @@ async def announce(message: Message) -> None:
     """Replace the bubble of a reply that ended elsewhere (a dead worker's) in every open tab."""
     html = await database_sync_to_async(bubble)(message)
     await broadcast(message.conversation_id, html, final=str(message.id))
+
+
+async def request_session_check(user_id: int | str) -> None:
+    """Ask every open socket of the user to check that its session still
+    stands (a ``session.check`` event), and to close if it does not."""
+    await get_channel_layer().group_send(user_group(user_id), {"type": "session.check"})
 
 
 async def request_stop(conversation_id: UUID) -> None:

@@ -28,7 +28,7 @@ from conversations.streaming_markdown import StreamingMarkdown
 class ConversationQuerySet(models.QuerySet):
     def for_user(self, user) -> ConversationQuerySet:
         """The conversations ``user`` may open: their own and nobody else's."""
-        if not user.is_authenticated:
+        if not user.is_authenticated or not user.is_active:
             return self.none()
         return self.filter(owner=user)
 

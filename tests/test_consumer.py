@@ -457,3 +457,82 @@ async def test_it_rejoins_with_the_owners_rating_on_the_last_reply(alice, conver
 
     assert f'id="msg-{reply.id}"' in bubble and 'hx-trigger="load"' not in bubble
     assert re.search(r'value="clear" class="link rate rate-down" aria-pressed="true"', bubble)
+
+
+async def _connect_with(client, conversation) -> WebsocketCommunicator:
+    cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
+    headers = [(b"host", b"localhost"), (b"origin", b"http://localhost"), (b"cookie", cookie)]
+    communicator = WebsocketCommunicator(application, f"/ws/conversations/{conversation.id}/", headers=headers)
+    connected, _ = await communicator.connect(timeout=5)
+    assert connected
+    return communicator
+
+
+async def _signed_in(user):
+    from django.test import Client
+
+    client = Client()
+    await sync_to_async(client.force_login)(user)
+    return client
+
+
+CLOSED_SIGNED_OUT = {"type": "websocket.close", "code": 4401}
+
+
+async def test_logging_out_closes_the_sessions_open_sockets(alice, conversation):
+    from django.urls import reverse
+
+    client = await _signed_in(alice)
+    communicator = await _connect_with(client, conversation)
+    await sync_to_async(client.post)(reverse("logout"))
+    assert await communicator.receive_output(timeout=5) == CLOSED_SIGNED_OUT
+    await communicator.disconnect()
+
+
+async def test_a_password_change_closes_the_other_sessions_sockets(alice, conversation):
+    communicator = await _connect_with(await _signed_in(alice), conversation)
+
+    def change_password():
+        alice.set_password("a new one 新密码")
+        alice.save()
+
+    await sync_to_async(change_password)()
+    assert await communicator.receive_output(timeout=5) == CLOSED_SIGNED_OUT
+    await communicator.disconnect()
+
+
+async def test_a_deactivated_account_loses_its_sockets_and_its_conversations(alice, conversation):
+    communicator = await _connect_with(await _signed_in(alice), conversation)
+
+    def deactivate():
+        alice.is_active = False
+        alice.save(update_fields=["is_active"])
+
+    await sync_to_async(deactivate)()
+    assert await communicator.receive_output(timeout=5) == CLOSED_SIGNED_OUT
+    await communicator.disconnect()
+    assert not await database_sync_to_async(Conversation.objects.for_user(alice).exists)()
+
+
+async def test_a_frame_on_a_socket_whose_session_ended_unannounced_is_refused(alice, conversation, openai_fake):
+    from django.contrib.sessions.models import Session
+
+    await sync_to_async(openai_fake)(conversation, "fake-normal")
+    communicator = await _connect_with(await _signed_in(alice), conversation)
+    await database_sync_to_async(Session.objects.all().delete)()  # expired, flushed: no signal
+    await send(communicator, action="send", text="on a dead session")
+    assert await communicator.receive_output(timeout=5) == CLOSED_SIGNED_OUT
+    await communicator.disconnect()
+    assert not await database_sync_to_async(Message.objects.exists)()
+
+
+async def test_another_users_logout_leaves_a_socket_open(alice, charlie, conversation, openai_fake):
+    from django.urls import reverse
+
+    await sync_to_async(openai_fake)(conversation, "fake-normal")
+    communicator = await _connect_with(await _signed_in(alice), conversation)
+    other = await _signed_in(charlie)
+    await sync_to_async(other.post)(reverse("logout"))
+    await send(communicator, action="send", text="still here")
+    assert delta_text(await until_final(communicator)) == expected_text("fake-normal")
+    await communicator.disconnect()
