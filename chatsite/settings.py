@@ -85,6 +85,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "chatsite.middleware.PrivateNoStoreMiddleware",
 ]
 
 ROOT_URLCONF = "chatsite.urls"

@@ -322,3 +322,16 @@ def test_the_composer_is_focused_on_a_new_chat_but_not_on_a_longer_one(alice, al
     assert _composer_focused(alice_client, conversation)  # its first exchange, as the home page leaves it
     long, _messages = _long_conversation(alice, 4)
     assert not _composer_focused(alice_client, long)
+
+
+def test_conversation_pages_and_fragments_are_private_and_never_stored(alice_client, conversation, reply):
+    pages = [
+        reverse("index"),
+        conversation.get_absolute_url(),
+        reverse("earlier", args=[conversation.id]) + f"?before={reply.id}",
+    ]
+    for url in pages:
+        response = alice_client.get(url, **({"HTTP_HX_REQUEST": "true"} if "earlier" in url else {}))
+        assert response.status_code == 200, url
+        directives = {d.strip() for d in response["Cache-Control"].split(",")}
+        assert {"private", "no-store"} <= directives, url
