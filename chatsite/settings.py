@@ -248,6 +248,10 @@ CHAT_PROVIDER_MAX_RETRIES = envint("CHAT_PROVIDER_MAX_RETRIES", 2)
 CHAT_PROVIDER_CONNECT_TIMEOUT = envfloat("CHAT_PROVIDER_CONNECT_TIMEOUT", 5.0)
 CHAT_PROVIDER_READ_TIMEOUT = envfloat("CHAT_PROVIDER_READ_TIMEOUT", 60.0)
 CHAT_MAX_MESSAGE_CHARS = envint("CHAT_MAX_MESSAGE_CHARS", 32000)
+# Per user, across every worker (counted in the database): replies being
+# written at once, and replies started in any 60 seconds.  0 turns a limit off.
+CHAT_MAX_CONCURRENT_REPLIES = envint("CHAT_MAX_CONCURRENT_REPLIES", 3)
+CHAT_REPLIES_PER_MINUTE = envint("CHAT_REPLIES_PER_MINUTE", 20)
 CHAT_FRAME_INTERVAL_MS = envint("CHAT_FRAME_INTERVAL_MS", 50)
 # A conversation page shows its newest CHAT_PAGE_MESSAGES messages; earlier
 # ones load as the reader scrolls up (or all at once with ?all=1, without JavaScript).

@@ -11,15 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 from dataclasses import dataclass, field
+from datetime import timedelta
 from uuid import UUID
 
 from asgiref.sync import async_to_sync
 from channels.db import aclose_old_connections, database_sync_to_async
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import transaction
+from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 from conversations import durability, frames, generation, providers
 from conversations.generation import Generation
@@ -65,7 +70,46 @@ def _lock_idle(
     spec = providers.get_model(conversation.model_key)
     if spec is None and need_model:
         raise ReplyRefused(_("Choose a model for this conversation first."))
+    if need_model:
+        _check_limits(user)
     return conversation, spec, settled
+
+
+def _check_limits(user) -> None:
+    """Inside the turn's transaction: ReplyRefused, saying when to try again,
+    if ``user`` already has the most replies allowed in flight or in the last
+    minute.  The user's row is locked, so two sends of one user in two
+    conversations (or two workers) are counted one after the other."""
+    get_user_model().objects.select_for_update().filter(pk=user.pk).exists()
+    most = settings.CHAT_MAX_CONCURRENT_REPLIES
+    if most:
+        durability.settle_owner(user)
+        if Message.objects.of_owner(user).streaming().count() >= most:
+            raise ReplyRefused(
+                ngettext(
+                    "You already have %(count)d reply being written, the most allowed. "
+                    "Send again when it has finished.",
+                    "You already have %(count)d replies being written, the most allowed. "
+                    "Send again when one has finished.",
+                    most,
+                )
+                % {"count": most}
+            )
+    per_minute = settings.CHAT_REPLIES_PER_MINUTE
+    if per_minute:
+        now = timezone.now()
+        recent = Message.objects.of_owner(user).started_since(now - timedelta(minutes=1))
+        if recent.count() >= per_minute:
+            oldest = recent.order_by("created_at").values_list("created_at", flat=True)[0]
+            wait = max(1, math.ceil((oldest + timedelta(minutes=1) - now).total_seconds()))
+            raise ReplyRefused(
+                ngettext(
+                    "That is %(count)d replies in the last minute, the most allowed. Try again in %(seconds)d second.",
+                    "That is %(count)d replies in the last minute, the most allowed. Try again in %(seconds)d seconds.",
+                    wait,
+                )
+                % {"count": per_minute, "seconds": wait}
+            )
 
 
 @database_sync_to_async

@@ -85,6 +85,10 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.channel_layer.group_add(frames.user_group(self.user.pk), self.channel_name)
         self.in_group = True
+        # A logout between the check above and joining the user's group was told to nobody.
+        if not await _session_stands(self.scope, self.user):
+            await self._refuse(CLOSE_UNAUTHENTICATED)
+            return
         self.owner_checked = True
         durability.socket_opened()
         await self._send_current_state()

@@ -140,6 +140,12 @@ def settle(conversation_id: UUID) -> list[Message]:
     return _dead(Message.objects.filter(conversation_id=conversation_id)).interrupt()
 
 
+def settle_owner(user) -> list[Message]:
+    """Synchronous: as ``settle``, for every conversation of ``user`` (before
+    their replies in flight are counted against a limit)."""
+    return _dead(Message.objects.of_owner(user)).interrupt()
+
+
 def _settle_all() -> list[Message]:
     return _dead(Message.objects.all()).interrupt()
 

@@ -206,6 +206,12 @@ class MessageQuerySet(models.QuerySet):
     def streaming(self) -> MessageQuerySet:
         return self.filter(status=Message.Status.STREAMING)
 
+    def of_owner(self, user) -> MessageQuerySet:
+        return self.filter(conversation__owner=user)
+
+    def started_since(self, moment) -> MessageQuerySet:
+        return self.replies().filter(created_at__gte=moment)
+
     def finished(self) -> MessageQuerySet:
         return self.exclude(status=Message.Status.STREAMING)
 

@@ -112,10 +112,12 @@ def _environ(env: dict[str, str | None]) -> dict[str, str]:
 
 
 def app_server(env: dict[str, str | None], *, cpus: str = "", root: Path = ROOT) -> ChildProcess:
-    """The app under daphne on a free port of 127.0.0.1.  No title calls
-    unless ``env`` asks (benchmarks and tests measure the chat's own calls).
+    """The app under daphne on a free port of 127.0.0.1.  No title calls and
+    no per-user reply limits unless ``env`` asks (benchmarks and tests measure
+    the chat's own calls, many at once for one user).
     ``root``: the checkout to serve (another commit's, to compare two)."""
-    env = {"CHAT_TITLE_MODEL": "off", **env}
+    # One bench user runs every stream: no per-user limits unless ``env`` sets them.
+    env = {"CHAT_TITLE_MODEL": "off", "CHAT_MAX_CONCURRENT_REPLIES": "0", "CHAT_REPLIES_PER_MINUTE": "0", **env}
     if (root / "chatsite" / "serve.py").exists():
         serve = [sys.executable, "-m", "chatsite.serve"]  # daphne on uvloop (see chatsite/serve.py)
     else:  # an older checkout (--app-dir)

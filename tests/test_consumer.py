@@ -465,6 +465,9 @@ async def _connect_with(client, conversation) -> WebsocketCommunicator:
     communicator = WebsocketCommunicator(application, f"/ws/conversations/{conversation.id}/", headers=headers)
     connected, _ = await communicator.connect(timeout=5)
     assert connected
+    # Frames are handled once connect() has finished (the socket is in its groups): a bad one is answered then.
+    await communicator.send_to(text_data="{not json")
+    assert "not valid JSON" in await communicator.receive_from(timeout=5)
     return communicator
 
 
