@@ -234,6 +234,17 @@ def prices() -> dict[str, tuple[Decimal, Decimal]]:
     return table
 
 
+def all_endpoints() -> list[ConfiguredEndpoint]:
+    """Every endpoint with a model to offer, key set or not: the built-in ones
+    (with CHAT_MODELS' models, or the defaults), then the configured ones."""
+    builtin: dict[str, tuple[Endpoint, list]] = {}
+    for endpoint, name, label in _builtin_entries():
+        builtin.setdefault(endpoint.name, (endpoint, []))[1].append((name, label, {}))
+    return [ConfiguredEndpoint(endpoint, tuple(models)) for endpoint, models in builtin.values()] + (
+        configured_endpoints()
+    )
+
+
 def configured_endpoints() -> list[ConfiguredEndpoint]:
     """The endpoints of CHAT_ENDPOINTS_FILE, then of CHAT_ENDPOINTS, validated."""
     inline = settings.CHAT_ENDPOINTS or ""
