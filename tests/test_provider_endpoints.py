@@ -79,14 +79,19 @@ def _chat_posts(server) -> list:
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_a_conversation_switches_between_three_endpoints_of_two_kinds_each_with_its_own_key(alice, endpoints):
+async def test_a_conversation_switches_between_three_endpoints_of_two_kinds_each_with_its_own_key(
+    alice, alice_client, endpoints
+):
     one, two, claude = endpoints
     conversation = await Conversation.objects.acreate(owner=alice, model_key="one:fake-normal")
+    switch = reverse("set_model", args=[conversation.id])
 
     replies = []
     for key in ("one:fake-normal", "two:fake-normal", "claude:fake-normal"):
-        conversation.model_key = key
-        await conversation.asave(update_fields=["model_key"])
+        switched = await database_sync_to_async(alice_client.post)(
+            switch, {"model": key}, headers={"HX-Request": "true"}
+        )
+        assert switched.status_code == 204
         replies.append(await _finished(await actions.start_reply(conversation.id, alice, f"Hello {key}")))
 
     assert [(r.provider, r.model, r.status) for r in replies] == [
@@ -285,3 +290,18 @@ def test_the_model_picker_groups_each_endpoints_models_under_its_name(alice_clie
     picker = body[body.index('id="model-picker"') : body.index("</select>", body.index('id="model-picker"'))]
     assert picker.count("<optgroup") == 3
     assert picker.index('label="two"') < picker.index('value="two:fake-normal"') < picker.index('label="claude"')
+
+
+def test_a_stale_discovered_list_is_still_offered_while_it_is_fetched_again_in_the_background(discovering, settings):
+    one, _two, claude = discovering
+    for configured in configured_endpoints():
+        refresh_discovered(configured.endpoint)
+    one.clear()
+    claude.clear()
+    settings.CHAT_DISCOVERY_SECONDS = 0  # both lists are stale at once
+
+    keys = [m.key for m in offered_models()]
+
+    assert len(keys) == 2 * len(SCENARIOS)  # answered from the old lists, without waiting
+    assert one.wait_for_requests(1, timeout=5) and claude.wait_for_requests(1, timeout=5)  # and asked again
+    assert [r.path for r in one.requests + claude.requests] == ["/v1/models", "/v1/models"]

@@ -154,6 +154,11 @@ class FakeProvider:
         with self._lock:
             return self._lock.wait_for(lambda: self._disconnects >= count, timeout)
 
+    def wait_for_requests(self, count: int = 1, timeout: float = 1.0) -> bool:
+        """Block until ``count`` requests were recorded since ``clear()``; False on timeout."""
+        with self._lock:
+            return self._lock.wait_for(lambda: len(self._requests) >= count, timeout)
+
     def _count_disconnect(self) -> None:
         with self._lock:
             self._disconnects += 1
@@ -169,6 +174,7 @@ class FakeProvider:
         recorded = RecordedRequest(request.method, target, query, headers, request.body, body, client_port)
         with self._lock:
             self._requests.append(recorded)
+            self._lock.notify_all()
         return body
 
     def _flaky_fails(self, request: Request, plan: Plan) -> bool:
