@@ -253,7 +253,7 @@ CHAT_FRAME_INTERVAL_MS = envint("CHAT_FRAME_INTERVAL_MS", 50)
 # ones load as the reader scrolls up (or all at once with ?all=1, without JavaScript).
 CHAT_PAGE_MESSAGES = envint("CHAT_PAGE_MESSAGES", 100)
 CHAT_DEMO_TOKEN_DELAY_MS = envint("CHAT_DEMO_TOKEN_DELAY_MS", 30)
-# CHAT_TITLE_MODEL: the model ("provider:model") that writes a conversation's
+# CHAT_TITLE_MODEL: the model ("endpoint:model") that writes a conversation's
 # title after its first reply; empty: the conversation's own model; "off":
 # the first line of the first message stays the title.
 CHAT_TITLE_MODEL = os.environ.get("CHAT_TITLE_MODEL", "")

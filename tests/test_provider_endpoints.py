@@ -3,6 +3,7 @@ each with its own base URL, key variable and headers (CHAT_ENDPOINTS)."""
 
 import asyncio
 import json
+import os
 import re
 from decimal import Decimal
 
@@ -305,3 +306,24 @@ def test_a_stale_discovered_list_is_still_offered_while_it_is_fetched_again_in_t
     assert len(keys) == 2 * len(SCENARIOS)  # answered from the old lists, without waiting
     assert one.wait_for_requests(1, timeout=5) and claude.wait_for_requests(1, timeout=5)  # and asked again
     assert [r.path for r in one.requests + claude.requests] == ["/v1/models", "/v1/models"]
+
+
+def test_a_missing_endpoints_file_raises_naming_it(tmp_path, clean_env, settings):
+    settings.CHAT_ENDPOINTS_FILE = str(tmp_path / "nowhere.toml")
+
+    with pytest.raises(
+        ImproperlyConfigured, match=re.escape(f"CHAT_ENDPOINTS_FILE {str(tmp_path / 'nowhere.toml')!r}")
+    ):
+        offered_models()
+
+
+def test_an_endpoints_file_is_read_again_when_it_changes(tmp_path, clean_env, settings):
+    path = tmp_path / "endpoints.toml"
+    path.write_text('[a]\nkind = "openai"\nbase_url = "http://127.0.0.1:1/v1"\nmodels = ["x"]\n')
+    settings.CHAT_ENDPOINTS_FILE = str(path)
+    assert [m.key for m in offered_models()] == ["a:x"]
+
+    path.write_text('[b]\nkind = "openai"\nbase_url = "http://127.0.0.1:1/v1"\nmodels = ["y", "z"]\n')
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1_000_000))
+
+    assert [m.key for m in offered_models()] == ["b:y", "b:z"]

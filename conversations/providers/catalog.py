@@ -394,7 +394,7 @@ def _endpoint(source: str, name: str, fields: object) -> ConfiguredEndpoint:
 
 
 def get_model(key: str) -> ModelSpec | None:
-    """The offered model with key "provider:model", or None when not offered."""
+    """The offered model with key "endpoint:model", or None when not offered."""
     return next((spec for spec in offered_models() if spec.key == key), None)
 
 
@@ -469,7 +469,7 @@ def _parse_entry(entry: str) -> tuple[str, str, str]:
 
 
 def _model_options() -> dict[str, dict]:
-    """CHAT_MODEL_OPTIONS, validated: {"provider:model": {field: value}}."""
+    """CHAT_MODEL_OPTIONS, validated: {"endpoint:model": {field: value}}."""
     raw = settings.CHAT_MODEL_OPTIONS or ""
     if isinstance(raw, dict):
         options = raw
