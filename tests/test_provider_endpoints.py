@@ -327,3 +327,16 @@ def test_an_endpoints_file_is_read_again_when_it_changes(tmp_path, clean_env, se
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1_000_000))
 
     assert [m.key for m in offered_models()] == ["b:y", "b:z"]
+
+
+def test_an_endpoints_model_table_takes_the_thinking_switches(clean_env, settings):
+    qwen = {"id": "qwen-plus", "thinking": True, "thinking_style": "enable_thinking", "thinking_budget": 4000}
+    settings.CHAT_ENDPOINTS = {"qwen": {"kind": "openai", "base_url": "http://127.0.0.1:1/v1", "models": [qwen]}}
+
+    spec = get_model("qwen:qwen-plus")
+
+    assert (spec.thinking, spec.thinking_style, spec.thinking_budget) == (True, "enable_thinking", 4000)
+
+    qwen["thinking_style"] = "loudly"
+    with pytest.raises(ImproperlyConfigured, match=re.escape("endpoint 'qwen', model 'qwen-plus'['thinking_style']")):
+        offered_models()
