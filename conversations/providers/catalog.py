@@ -2,8 +2,9 @@
 
 Which models are offered
 ------------------------
-``settings.CHAT_MODELS`` (from the environment variable of that name) is a
-comma-separated list of ``provider:model[=Label]`` entries, e.g.::
+``settings.CHAT_MODELS`` (from the environment variable of that name) lists
+the models of the two built-in endpoints, ``openai`` and ``anthropic``, as
+comma-separated ``provider:model[=Label]`` entries, e.g.::
 
     CHAT_MODELS=openai:gpt-4.1-mini,anthropic:claude-sonnet-4-6=Claude Sonnet 4.6,openai:llama3.1:8b=Llama
 
@@ -17,9 +18,11 @@ its ``=`` and ``,`` belong to the id, and a label may follow it
 ImproperlyConfigured naming it.  Without CHAT_MODELS, each provider whose
 key is set offers its ``DEFAULT_MODELS``.
 
-A model is offered only while its provider's key is in the environment
-(``OPENAI_API_KEY``, ``ANTHROPIC_API_KEY``; read at call time).  Local
-servers that want no key still need OPENAI_API_KEY set to any value.
+A built-in endpoint's model is offered only while its key is in the
+environment (``OPENAI_API_KEY``, ``ANTHROPIC_API_KEY``; read at call time),
+so a keyless local server reached through OPENAI_BASE_URL still needs
+OPENAI_API_KEY set to any value (an endpoints table without ``key_env``
+does not).
 
 The offline demo model (``demo:demo``) is listed last: always when
 ``settings.CHAT_DEMO_MODEL`` is "1", never when it is "0", and otherwise only
