@@ -239,7 +239,8 @@ LOGGING = {
 }
 
 # --- Chat -------------------------------------------------------------------
-# CHAT_MODELS: comma-separated provider:model[=Label]; empty: defaults per key.
+# CHAT_MODELS: comma-separated provider:model[=Label] of the built-in endpoints
+# openai (OPENAI_API_KEY, OPENAI_BASE_URL) and anthropic (ANTHROPIC_*); empty: defaults per key.
 CHAT_MODELS = os.environ.get("CHAT_MODELS", "")
 # CHAT_DEMO_MODEL: "1" always offer the offline demo model, "0" never,
 # unset: offer it only when no provider key is configured.
@@ -257,13 +258,22 @@ CHAT_FRAME_INTERVAL_MS = envint("CHAT_FRAME_INTERVAL_MS", 50)
 # ones load as the reader scrolls up (or all at once with ?all=1, without JavaScript).
 CHAT_PAGE_MESSAGES = envint("CHAT_PAGE_MESSAGES", 100)
 CHAT_DEMO_TOKEN_DELAY_MS = envint("CHAT_DEMO_TOKEN_DELAY_MS", 30)
-# CHAT_TITLE_MODEL: the model ("provider:model") that writes a conversation's
+# CHAT_TITLE_MODEL: the model ("endpoint:model") that writes a conversation's
 # title after its first reply; empty: the conversation's own model; "off":
 # the first line of the first message stays the title.
 CHAT_TITLE_MODEL = os.environ.get("CHAT_TITLE_MODEL", "")
 CHAT_TITLE_TIMEOUT_SECONDS = envfloat("CHAT_TITLE_TIMEOUT_SECONDS", 20.0)
-# CHAT_MODEL_OPTIONS: JSON {"provider:model": {option: value}} (see conversations.providers.catalog).
+# CHAT_MODEL_OPTIONS: JSON {"endpoint:model": {option: value}} (see conversations.providers.catalog).
 CHAT_MODEL_OPTIONS = os.environ.get("CHAT_MODEL_OPTIONS", "")
+# More model endpoints (DeepSeek, Qwen, Ollama, a second OpenAI account...):
+# CHAT_ENDPOINTS_FILE names a TOML (or .json) file of named endpoints, and
+# CHAT_ENDPOINTS may hold the same as inline JSON; each names the variable
+# holding its key, never the key (see conversations.providers.catalog and the
+# README).  "models": "discover" lists an endpoint's models, asked again
+# every CHAT_DISCOVERY_SECONDS.
+CHAT_ENDPOINTS_FILE = os.environ.get("CHAT_ENDPOINTS_FILE", "")
+CHAT_ENDPOINTS = os.environ.get("CHAT_ENDPOINTS", "")
+CHAT_DISCOVERY_SECONDS = envfloat("CHAT_DISCOVERY_SECONDS", 300.0)
 # Freeze start-up objects and raise the young-generation threshold (conversations.lifecycle).
 CHAT_GC_TUNING = envbool("CHAT_GC_TUNING", True)
 # Durability: while a reply streams, its text so far is written at most every

@@ -69,6 +69,12 @@ def _lock_idle(
         raise ReplyRefused(busy)
     spec = providers.get_model(conversation.model_key)
     if spec is None and need_model:
+        if conversation.model_key:
+            # Its endpoint was removed or renamed, or lost its key: the conversation stays readable.
+            raise ReplyRefused(
+                _("This model (%(model)s) is no longer offered here. Choose another model for this conversation.")
+                % {"model": conversation.model_key}
+            )
         raise ReplyRefused(_("Choose a model for this conversation first."))
     if need_model:
         _check_limits(user)

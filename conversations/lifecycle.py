@@ -63,7 +63,7 @@ def warm_up() -> None:
     """Pay the first reply's one-off costs when the server starts, not while
     the first users' replies stream (they stalled its loop for 50-90 ms):
     compiling the reply templates, markdown-it's and Pygments' first render,
-    and each configured provider's SDK client (its SSL context)."""
+    and the SDK client of each endpoint offering a model (its SSL context)."""
     from django.template.loader import get_template
 
     from conversations import providers
@@ -73,10 +73,9 @@ def warm_up() -> None:
         get_template(f"conversations/{name}.html")
     get_template("conversations/detail.html")
     render_markdown("**warm** `up`\n\n- a\n\n```python\nprint(1)\n```\n")
-    for name in ("openai", "anthropic"):
-        provider = providers.get_provider(name)
-        if provider.is_configured():
-            provider.warm_up()
+    endpoints = {spec.endpoint_name: spec.endpoint for spec in providers.offered_models() if spec.provider != "demo"}
+    for endpoint in endpoints.values():
+        providers.get_provider(endpoint.kind).warm_up(endpoint)
 
 
 def _on_serving() -> None:

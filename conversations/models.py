@@ -2,7 +2,8 @@
 
 A conversation is a tree of messages (``parent``) so that branching can come
 later without a migration; today the transcript is the chain of newest
-children.  Every assistant message keeps its provenance: which provider and
+children.  Every assistant message keeps its provenance: which endpoint
+(``provider``: "openai", "anthropic" or a configured endpoint's name) and
 model wrote it, with which parameters, how long it took, how it ended.
 """
 
@@ -358,7 +359,7 @@ class Message(models.Model):
             role=cls.Role.ASSISTANT,
             status=cls.Status.STREAMING,
             heartbeat_at=timezone.now(),
-            provider=spec.provider,
+            provider=spec.endpoint_name,
             model=spec.name,
             parameters={
                 "temperature": conversation.temperature,
@@ -373,7 +374,7 @@ class Message(models.Model):
         usage adds up, and ``parameters["continuations"]`` counts how often."""
         self.status = self.Status.STREAMING
         self.heartbeat_at = timezone.now()
-        self.provider, self.model = spec.provider, spec.name
+        self.provider, self.model = spec.endpoint_name, spec.name
         self.parameters = {**self.parameters, "continuations": self.parameters.get("continuations", 0) + 1}
         self.error = self.error_kind = ""
         self.html = ""  # the text will grow: the stored rendering no longer matches it

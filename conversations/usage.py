@@ -17,7 +17,7 @@ UNMETERED = Q(status=Message.Status.COMPLETE) & (Q(input_tokens__isnull=True) | 
 
 
 def model_prices() -> dict[str, tuple[Decimal, Decimal]]:
-    """{"provider:model": (input, output)} in USD per million tokens, from the catalog."""
+    """{"endpoint:model": (input, output)} in USD per million tokens, from the catalog."""
     return providers.prices()
 
 

@@ -20,6 +20,8 @@ def _isolated_provider_env(monkeypatch, settings):
     for name in PROVIDER_ENV:
         monkeypatch.delenv(name, raising=False)
     settings.CHAT_MODELS = ""
+    settings.CHAT_ENDPOINTS = ""
+    settings.CHAT_ENDPOINTS_FILE = ""
     settings.CHAT_DEMO_MODEL = ""
     settings.CHAT_DEMO_TOKEN_DELAY_MS = 0
     # No title calls unless a test asks: one would outlive the test's reply.

@@ -141,6 +141,17 @@ def test_it_lists_its_models(server):
     assert {m["id"] for m in listing["data"]} == {f"fake-{name}" for name in SCENARIOS}
 
 
+def test_it_lists_its_models_in_anthropics_shape_to_an_anthropic_client(server):
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    conn.request("GET", "/v1/models", headers={"x-api-key": KEY, "anthropic-version": "2023-06-01"})
+
+    listing = json.loads(conn.getresponse().read())
+
+    assert listing["has_more"] is False
+    assert {m["id"] for m in listing["data"]} == {f"fake-{name}" for name in SCENARIOS}
+    assert all(m["type"] == "model" and m["created_at"].endswith("Z") for m in listing["data"])
+
+
 # --- Anthropic wire format ------------------------------------------------------
 
 

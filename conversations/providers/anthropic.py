@@ -1,8 +1,10 @@
 """Anthropic Messages API.
 
-The key and endpoint come from ``ANTHROPIC_API_KEY`` and
-``ANTHROPIC_BASE_URL``, read at call time.  The key is passed to the client
-explicitly, so the SDK never falls back to other credential sources
+Each request goes to its model's endpoint (``ModelSpec.endpoint``: base
+URL, the variable holding its key, extra headers; see ``catalog``), with one
+cached client per endpoint; the key is read at call time.  The built-in
+endpoint ``anthropic`` takes ``ANTHROPIC_API_KEY`` and ``ANTHROPIC_BASE_URL``.
+The key is passed to the client explicitly, so the SDK never falls back to other credential sources
 (ANTHROPIC_AUTH_TOKEN, profiles on disk, workload identity).
 
 History rules (the Messages API wants a user turn first, then alternation):
@@ -49,6 +51,7 @@ from conversations.providers.base import (
     ChatMessage,
     ChatRequest,
     ClientCache,
+    Endpoint,
     ErrorKind,
     Event,
     Finish,
@@ -63,6 +66,7 @@ from conversations.providers.base import (
 )
 
 KEY_ENV = "ANTHROPIC_API_KEY"
+KEYLESS = "no-key"  # sent to an endpoint that wants no key (the SDK insists on one)
 DEFAULT_MAX_TOKENS = 4096  # max_tokens is required; used when neither request nor catalogue sets one
 DEFAULT_THINKING_BUDGET = 2048
 MIN_THINKING_BUDGET = 1024  # the API's minimum budget_tokens
@@ -99,17 +103,33 @@ clients = ClientCache()
 class AnthropicProvider(Provider):
     name = "anthropic"
 
-    def is_configured(self) -> bool:
-        return bool(os.environ.get(KEY_ENV))
+    def default_endpoint(self) -> Endpoint:
+        return Endpoint("anthropic", "anthropic", os.environ.get("ANTHROPIC_BASE_URL") or None, KEY_ENV)
 
-    def warm_up(self) -> None:
-        client, _key = _client()
+    def warm_up(self, endpoint: Endpoint | None = None) -> None:
+        client, _key = _client(endpoint or self.default_endpoint())
         # The SDK imports its resource modules (and builds their pydantic
         # models, ~35 ms) on first use: not during the first reply.
         client.messages.with_streaming_response  # noqa: B018
 
+    def list_models(self, endpoint: Endpoint) -> list[str]:
+        api_key = _key(endpoint)
+        connect, read = settings.CHAT_PROVIDER_CONNECT_TIMEOUT, settings.CHAT_PROVIDER_READ_TIMEOUT
+        client = anthropic.Anthropic(
+            api_key=api_key or KEYLESS,
+            default_headers={"x-api-key": api_key or KEYLESS, **endpoint.http_headers()},
+            base_url=endpoint.base_url,
+            max_retries=0,
+            timeout=httpx2.Timeout(read, connect=connect),
+        )
+        try:
+            with client:
+                return [model.id for model in client.models.list()]
+        except (anthropic.AnthropicError, ValueError, *_TRANSPORT_ERRORS) as exc:
+            raise _error(exc, api_key) from exc
+
     async def stream_events(self, request: ChatRequest) -> AsyncIterator[Event]:
-        client, api_key = _client()
+        client, api_key = _client(request.model.endpoint or self.default_endpoint())
         input_tokens = output_tokens = None
         stop_reason = None
         try:
@@ -143,7 +163,7 @@ class AnthropicProvider(Provider):
         yield _finish(stop_reason)
 
     async def complete(self, request: ChatRequest) -> list[Event]:
-        client, api_key = _client()
+        client, api_key = _client(request.model.endpoint or self.default_endpoint())
         timeout = httpx2.Timeout(
             max(settings.CHAT_PROVIDER_READ_TIMEOUT, WHOLE_REPLY_READ_TIMEOUT),
             connect=settings.CHAT_PROVIDER_CONNECT_TIMEOUT,
@@ -166,28 +186,35 @@ class AnthropicProvider(Provider):
         return events
 
 
-def _client() -> tuple[anthropic.AsyncAnthropic, str]:
-    """The cached client for the current environment and settings, and its key."""
-    api_key = os.environ.get(KEY_ENV, "")
-    if not api_key:
-        raise provider_error(ErrorKind.AUTH, key_env=KEY_ENV, detail=f"{KEY_ENV} is not set")
-    base_url = os.environ.get("ANTHROPIC_BASE_URL") or None
+def _key(endpoint: Endpoint) -> str:
+    """The endpoint's key from the environment ("" for a keyless one); AUTH error when it is unset."""
+    api_key = endpoint.api_key()
+    if endpoint.key_env and not api_key:
+        raise provider_error(ErrorKind.AUTH, key_env=endpoint.key_env, detail=f"{endpoint.key_env} is not set")
+    return api_key
+
+
+def _client(endpoint: Endpoint) -> tuple[anthropic.AsyncAnthropic, str]:
+    """The cached client for ``endpoint`` as the environment and settings are now, and its key."""
+    api_key = _key(endpoint)
+    base_url, headers = endpoint.base_url, endpoint.http_headers()
     retries = settings.CHAT_PROVIDER_MAX_RETRIES
     connect, read = settings.CHAT_PROVIDER_CONNECT_TIMEOUT, settings.CHAT_PROVIDER_READ_TIMEOUT
 
     def build() -> anthropic.AsyncAnthropic:
         timeout = httpx2.Timeout(read, connect=connect)
         return anthropic.AsyncAnthropic(
-            api_key=api_key,
+            api_key=api_key or KEYLESS,
             # The SDK sends the key as a Bearer token only (see the module docstring).
-            default_headers={"x-api-key": api_key},
+            default_headers={"x-api-key": api_key or KEYLESS, **headers},
             base_url=base_url,
             max_retries=retries,
             timeout=timeout,
             http_client=anthropic.DefaultAioHttpClient(timeout=timeout),
         )
 
-    return clients.get((api_key, base_url, retries, connect, read), build), api_key
+    cache_key = (api_key, base_url, tuple(sorted(headers.items())), retries, connect, read)
+    return clients.get(cache_key, build), api_key
 
 
 # The events of a Messages stream; any other name is skipped.

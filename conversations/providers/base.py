@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import os
+import re
 import threading
 from collections.abc import AsyncIterator, Callable, Hashable
 from dataclasses import dataclass, field
@@ -92,9 +94,52 @@ class ProviderError(Exception):
         self.detail = detail
 
 
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One server models are reached at: a name, the wire format it speaks
+    (``kind``, the Provider plug-in), where it is and how to authenticate.
+
+    Holds no secret: ``key_env`` is the *name* of the environment variable
+    with the key, and header values may say ``${NAME}`` for one; both are
+    read at call time (``api_key()``, ``http_headers()``).
+    """
+
+    name: str  # "openai", "deepseek", ...: the first half of a model key
+    kind: str  # "openai" (every OpenAI-compatible server), "anthropic", "demo"
+    base_url: str | None = None  # None: the SDK's own default
+    key_env: str = ""  # "": a server that wants no key (Ollama, llama.cpp)
+    headers: tuple[tuple[str, str], ...] = ()  # extra HTTP headers
+
+    def api_key(self) -> str:
+        return os.environ.get(self.key_env, "") if self.key_env else ""
+
+    def is_available(self) -> bool:
+        """True while the key is in the environment, or none is needed."""
+        return not self.key_env or bool(self.api_key())
+
+    def http_headers(self) -> dict[str, str]:
+        """The extra headers, ``${NAME}`` replaced by that variable's value (or nothing)."""
+        return {
+            name: _ENV_REFERENCE.sub(lambda m: os.environ.get(m.group(1), ""), value) for name, value in self.headers
+        }
+
+    @property
+    def key_hint(self) -> str:
+        """What an auth error tells the operator to check."""
+        return self.key_env or f"the key_env of endpoint {self.name!r}"
+
+
 @dataclass(frozen=True, slots=True)
 class ModelSpec:
-    """One offered model and its per-model settings."""
+    """One offered model and its per-model settings.
+
+    ``provider`` is the kind (which Provider plug-in speaks to it); the key
+    is "endpoint:model".  ``endpoint`` None means the provider's built-in
+    endpoint (``Provider.default_endpoint()``, OPENAI_* / ANTHROPIC_*).
+    """
 
     provider: str  # "openai", "anthropic", "demo"
     name: str  # the provider's model id, e.g. "gpt-4.1-mini"
@@ -111,10 +156,16 @@ class ModelSpec:
     reasoning_model: bool | None = None  # OpenAI o-series: None guesses from the name
     reasoning_effort: str | None = None  # OpenAI reasoning models' "low" / "medium" / "high"
     extra_body: dict | None = field(default=None, hash=False)  # merged into the request body
+    endpoint: Endpoint | None = None
+
+    @property
+    def endpoint_name(self) -> str:
+        """The endpoint's name, stored on each reply (Message.provider)."""
+        return self.endpoint.name if self.endpoint else self.provider
 
     @property
     def key(self) -> str:
-        return f"{self.provider}:{self.name}"
+        return f"{self.endpoint_name}:{self.name}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,13 +217,23 @@ class Provider:
 
     name: str = ""
 
-    def is_configured(self) -> bool:
-        """True when the environment holds what this provider needs (a key)."""
-        raise NotImplementedError
+    def default_endpoint(self) -> Endpoint:
+        """The built-in endpoint of this kind, from today's environment."""
+        return Endpoint(self.name, self.name)
 
-    def warm_up(self) -> None:
-        """Build what the first request would otherwise build (an SDK client);
-        called on the server's running loop at start-up, when configured."""
+    def is_configured(self) -> bool:
+        """True when the built-in endpoint's key is in the environment."""
+        return self.default_endpoint().is_available()
+
+    def warm_up(self, endpoint: Endpoint | None = None) -> None:
+        """Build what the first request to ``endpoint`` would otherwise build
+        (an SDK client); called on the server's running loop at start-up."""
+
+    def list_models(self, endpoint: Endpoint) -> list[str]:
+        """The model ids ``endpoint`` lists (``GET {base_url}/models``): a
+        blocking call, for ``checkproviders`` and model discovery, never on
+        the event loop.  Raises ProviderError."""
+        raise NotImplementedError
 
     def stream_events(self, request: ChatRequest) -> AsyncIterator[Event]:
         raise NotImplementedError
@@ -182,15 +243,24 @@ class Provider:
         raise NotImplementedError
 
     async def events(self, request: ChatRequest) -> AsyncIterator[Event]:
-        if request.model.streaming:
-            # aclosing: closing this generator closes the provider's at once
-            # (and with it the HTTP response), not whenever GC finalises it.
-            async with contextlib.aclosing(self.stream_events(request)) as stream:
-                async for event in stream:
+        try:
+            if request.model.streaming:
+                # aclosing: closing this generator closes the provider's at once
+                # (and with it the HTTP response), not whenever GC finalises it.
+                async with contextlib.aclosing(self.stream_events(request)) as stream:
+                    async for event in stream:
+                        yield event
+            else:
+                for event in await self.complete(request):
                     yield event
-        else:
-            for event in await self.complete(request):
-                yield event
+        except ProviderError as exc:
+            endpoint = request.model.endpoint
+            if exc.kind is not ErrorKind.AUTH or endpoint is None:
+                raise
+            # The auth message names this endpoint's key variable, not the kind's built-in one.
+            raise provider_error(
+                ErrorKind.AUTH, key_env=endpoint.key_hint, status=exc.status, detail=exc.detail
+            ) from exc
 
 
 # --- Helpers shared by the provider modules ---------------------------------

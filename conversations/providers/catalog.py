@@ -2,8 +2,9 @@
 
 Which models are offered
 ------------------------
-``settings.CHAT_MODELS`` (from the environment variable of that name) is a
-comma-separated list of ``provider:model[=Label]`` entries, e.g.::
+``settings.CHAT_MODELS`` (from the environment variable of that name) lists
+the models of the two built-in endpoints, ``openai`` and ``anthropic``, as
+comma-separated ``provider:model[=Label]`` entries, e.g.::
 
     CHAT_MODELS=openai:gpt-4.1-mini,anthropic:claude-sonnet-4-6=Claude Sonnet 4.6,openai:llama3.1:8b=Llama
 
@@ -17,17 +18,45 @@ its ``=`` and ``,`` belong to the id, and a label may follow it
 ImproperlyConfigured naming it.  Without CHAT_MODELS, each provider whose
 key is set offers its ``DEFAULT_MODELS``.
 
-A model is offered only while its provider's key is in the environment
-(``OPENAI_API_KEY``, ``ANTHROPIC_API_KEY``; read at call time).  Local
-servers that want no key still need OPENAI_API_KEY set to any value.
+A built-in endpoint's model is offered only while its key is in the
+environment (``OPENAI_API_KEY``, ``ANTHROPIC_API_KEY``; read at call time),
+so a keyless local server reached through OPENAI_BASE_URL still needs
+OPENAI_API_KEY set to any value (an endpoints table without ``key_env``
+does not).
 
 The offline demo model (``demo:demo``) is listed last: always when
 ``settings.CHAT_DEMO_MODEL`` is "1", never when it is "0", and otherwise only
 when no other model is offered (e.g. no key is configured).
 
+More endpoints
+--------------
+``CHAT_ENDPOINTS_FILE`` names a TOML file (or JSON, by its extension), and
+``CHAT_ENDPOINTS`` may hold the same as inline JSON: one table per named
+endpoint, each a server speaking one of the two wire formats::
+
+    [deepseek]
+    kind = "openai"                          # "openai" (any compatible server) or "anthropic"
+    base_url = "https://api.deepseek.com/v1"
+    key_env = "DEEPSEEK_API_KEY"             # the variable's NAME; leave out for keyless servers
+    headers = { "X-Title" = "Chat" }         # optional; "${NAME}" in a value reads that variable
+    models = ["deepseek-chat", { id = "deepseek-reasoner", label = "DeepSeek R1", thinking = true }]
+
+``models`` lists ids or tables of an ``id`` and the per-model options below,
+or is ``"discover"``: the endpoint's own list (``GET {base_url}/models``),
+kept in Django's cache and fetched again in the background after
+``CHAT_DISCOVERY_SECONDS`` (``manage.py checkproviders --refresh`` fetches
+it at once).  Names are ``[a-z0-9_-]``, at most 50 characters; a model's
+key is "endpoint:model", and each reply stores its endpoint's name.  The
+built-in endpoints ``openai`` and ``anthropic`` come from the variables
+above (and CHAT_MODELS); an endpoints table of that name replaces one
+(CHAT_MODELS may then not list its models).  An endpoint's models are
+offered only while its key variable is set (or it names none).  A model
+whose endpoint is gone is no longer offered: its conversations stay
+readable and can switch to another model.
+
 Per-model settings
 ------------------
-``MODEL_SETTINGS``, keyed "provider:model", holds the label, default
+``MODEL_SETTINGS``, keyed "endpoint:model", holds the label, default
 ``max_tokens``, ``thinking`` (ask for and show reasoning; Anthropic sends
 ``thinking_budget`` as budget_tokens), ``streaming`` (False: one
 non-streaming call, e.g. for servers that cannot stream) and the prices in
@@ -38,14 +67,15 @@ provider's default (4096).
 
 Operators override any of these without code through the optional
 ``CHAT_MODEL_OPTIONS`` environment variable (or setting of that name): a JSON
-object keyed "provider:model", e.g.::
+object keyed "endpoint:model" (for every endpoint), e.g.::
 
     CHAT_MODEL_OPTIONS='{"openai:o1": {"streaming": false},
                          "openai:deepseek-reasoner": {"thinking": true, "label": "DeepSeek R1"},
                          "anthropic:claude-sonnet-4-6": {"thinking": true, "thinking_budget": 4096,
                                                          "max_tokens": 16000, "price_in": "3", "price_out": "15"}}'
 
-A label given in CHAT_MODELS wins over both.
+A label given in CHAT_MODELS wins over both; CHAT_MODEL_OPTIONS wins over an
+endpoints file's model table.
 
 Thinking differs per model family on OpenAI-compatible servers, so it is per
 model too (``providers/openai.py`` sends them):
@@ -69,15 +99,23 @@ model too (``providers/openai.py`` sends them):
 from __future__ import annotations
 
 import json
+import logging
+import os
 import re
+import threading
+import time
+import tomllib
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 
 from django.conf import settings
+from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext
 
 from conversations.providers.anthropic import AnthropicProvider
-from conversations.providers.base import ModelSpec, Provider
+from conversations.providers.base import Endpoint, ModelSpec, Provider, ProviderError
 from conversations.providers.demo import DemoProvider
 from conversations.providers.openai import OpenAIProvider
 
@@ -86,7 +124,9 @@ PROVIDERS: dict[str, Provider] = {
     "anthropic": AnthropicProvider(),
     "demo": DemoProvider(),
 }
-CONFIGURABLE_PROVIDERS = ("openai", "anthropic")  # the ones CHAT_MODELS may name
+CONFIGURABLE_PROVIDERS = ("openai", "anthropic")  # the ones CHAT_MODELS may name, and the kinds
+
+logger = logging.getLogger(__name__)
 
 # Offered, in this order, for each provider whose key is set when CHAT_MODELS is empty.
 # (claude-sonnet-4-5 reaches end-of-life on 2026-11-30, hence 4-6.)
@@ -135,6 +175,19 @@ _OPTIONS = re.compile(r"@[A-Za-z_]\w*=[^=,]*(?:,[A-Za-z_]\w*=[^=,]*)*")
 _OPTIONS_AT_END = re.compile(_OPTIONS.pattern + r"\s*$")
 _OPTION_PIECE = re.compile(r"\s*[A-Za-z_]\w*=")
 
+_ENDPOINT_NAME = re.compile(r"[a-z0-9_-]{1,50}")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_ENDPOINT_FIELDS = ("kind", "base_url", "key_env", "headers", "models")
+DISCOVER = "discover"
+
+
+@dataclass(frozen=True)
+class ConfiguredEndpoint:
+    """An endpoint as configured: its models (id, label, options), or None to discover them."""
+
+    endpoint: Endpoint
+    models: tuple[tuple[str, str, dict], ...] | None
+
 
 def get_provider(name: str) -> Provider:
     """The provider called ``name``; LookupError for an unknown one."""
@@ -145,27 +198,37 @@ def get_provider(name: str) -> Provider:
 
 
 def offered_models() -> list[ModelSpec]:
-    """The models to offer now, in picker order (demo last)."""
+    """The models to offer now, in picker order: the built-in endpoints'
+    (CHAT_MODELS order), then each configured endpoint's, then the demo."""
     options = _model_options()
     models = [
-        _spec(provider, name, label, options)
-        for provider, name, label in _configured_entries()
-        if PROVIDERS[provider].is_configured()
+        _spec(endpoint, name, label, {}, options)
+        for endpoint, name, label in _builtin_entries()
+        if endpoint.is_available()
     ]
+    for configured in configured_endpoints():
+        if configured.endpoint.is_available():
+            for name, label, values in endpoint_models(configured):
+                models.append(_spec(configured.endpoint, name, label, values, options))
     demo_setting = str(getattr(settings, "CHAT_DEMO_MODEL", "") or "").strip()
     if demo_setting == "1" or (demo_setting != "0" and not models):
-        models.append(_spec("demo", "demo", "", options))
+        models.append(_spec(PROVIDERS["demo"].default_endpoint(), "demo", "", {}, options))
     return models
 
 
 def prices() -> dict[str, tuple[Decimal, Decimal]]:
     """USD per million (input, output) tokens of every model with a price,
-    offered now or not (old replies keep their cost): the built-in table and
-    CHAT_MODEL_OPTIONS' ``price_in``/``price_out``, the one source of prices."""
+    offered now or not (old replies keep their cost): the built-in table, the
+    endpoints' model tables and CHAT_MODEL_OPTIONS' ``price_in``/``price_out``."""
     options = _model_options()
+    tables = {
+        f"{configured.endpoint.name}:{name}": values
+        for configured in configured_endpoints()
+        for name, _label, values in configured.models or ()
+    }
     table = {}
-    for key in {*MODEL_SETTINGS, *options}:
-        values = {**MODEL_SETTINGS.get(key, {}), **options.get(key, {})}
+    for key in {*MODEL_SETTINGS, *tables, *options}:
+        values = {**MODEL_SETTINGS.get(key, {}), **tables.get(key, {}), **options.get(key, {})}
         if values.get("price_in") is not None and values.get("price_out") is not None:
             table[key] = (
                 _decimal(key, "price_in", values["price_in"]),
@@ -174,8 +237,167 @@ def prices() -> dict[str, tuple[Decimal, Decimal]]:
     return table
 
 
+def all_endpoints() -> list[ConfiguredEndpoint]:
+    """Every endpoint with a model to offer, key set or not: the built-in ones
+    (with CHAT_MODELS' models, or the defaults), then the configured ones."""
+    builtin: dict[str, tuple[Endpoint, list]] = {}
+    for endpoint, name, label in _builtin_entries():
+        builtin.setdefault(endpoint.name, (endpoint, []))[1].append((name, label, {}))
+    return [ConfiguredEndpoint(endpoint, tuple(models)) for endpoint, models in builtin.values()] + (
+        configured_endpoints()
+    )
+
+
+def configured_endpoints() -> list[ConfiguredEndpoint]:
+    """The endpoints of CHAT_ENDPOINTS_FILE, then of CHAT_ENDPOINTS, validated."""
+    inline = settings.CHAT_ENDPOINTS or ""
+    path = str(settings.CHAT_ENDPOINTS_FILE or "").strip()
+    try:
+        mtime = os.stat(path).st_mtime_ns if path else None
+    except OSError as exc:
+        raise ImproperlyConfigured(f"CHAT_ENDPOINTS_FILE {path!r} cannot be read: {exc.strerror}.") from None
+    cache_key = (json.dumps(inline, sort_keys=True) if isinstance(inline, dict) else inline, path, mtime)
+    if _parsed[0] != cache_key:
+        tables: list[tuple[str, dict]] = []
+        if path:
+            tables.append((f"CHAT_ENDPOINTS_FILE {path!r}", _read_endpoints_file(Path(path))))
+        if isinstance(inline, dict) or inline.strip():
+            tables.append(("CHAT_ENDPOINTS", _json_object("CHAT_ENDPOINTS", inline)))
+        endpoints: dict[str, ConfiguredEndpoint] = {}
+        for source, table in tables:
+            for name, fields in table.items():
+                if name in endpoints:
+                    raise ImproperlyConfigured(f"{source} defines endpoint {name!r} a second time.")
+                endpoints[name] = _endpoint(source, name, fields)
+        _parsed[:] = [cache_key, list(endpoints.values())]
+    return list(_parsed[1])
+
+
+_parsed: list = [None, []]  # (the settings and file version parsed, its endpoints)
+
+
+def endpoint_models(configured: ConfiguredEndpoint) -> list[tuple[str, str, dict]]:
+    """(id, label, options) of the endpoint's models: as configured, or as it
+    last listed them (a stale or missing list is fetched again in the background)."""
+    if configured.models is not None:
+        return list(configured.models)
+    found = cache.get(_discovery_key(configured.endpoint))
+    if found is None or time.time() - found[0] > settings.CHAT_DISCOVERY_SECONDS:
+        _refresh_soon(configured.endpoint)
+    return [(name, "", {}) for name in (found[1] if found else ())]
+
+
+def refresh_discovered(endpoint: Endpoint) -> list[str]:
+    """Ask ``endpoint`` for its models now and remember them (blocking; never
+    call it on the event loop).  Raises ProviderError; the old list is kept."""
+    names = get_provider(endpoint.kind).list_models(endpoint)
+    cache.set(_discovery_key(endpoint), (time.time(), names), None)
+    return names
+
+
+_refreshing: set[str] = set()
+_refreshing_lock = threading.Lock()
+
+
+def _refresh_soon(endpoint: Endpoint) -> None:
+    """``refresh_discovered`` in a thread of its own, once at a time per endpoint:
+    the page asking must not wait for another server."""
+    key = _discovery_key(endpoint)
+    with _refreshing_lock:
+        if key in _refreshing:
+            return
+        _refreshing.add(key)
+
+    def run() -> None:
+        try:
+            refresh_discovered(endpoint)
+        except ProviderError as exc:
+            logger.warning("could not list the models of endpoint %s: %s (%s)", endpoint.name, exc.message, exc.detail)
+            old = cache.get(key)
+            cache.set(key, (time.time(), old[1] if old else []), None)  # try again after CHAT_DISCOVERY_SECONDS
+        finally:
+            with _refreshing_lock:
+                _refreshing.discard(key)
+
+    threading.Thread(target=run, name=f"discover-{endpoint.name}", daemon=True).start()
+
+
+def _discovery_key(endpoint: Endpoint) -> str:
+    return f"chat:discovered-models:{endpoint.name}:{endpoint.base_url}"
+
+
+def _read_endpoints_file(path: Path) -> dict:
+    source = f"CHAT_ENDPOINTS_FILE {str(path)!r}"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ImproperlyConfigured(f"{source} cannot be read: {exc.strerror}.") from None
+    if path.suffix.lower() == ".json":
+        return _json_object(source, text)
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ImproperlyConfigured(f"{source} is not valid TOML: {exc}") from None
+
+
+def _json_object(source: str, raw: str | dict) -> dict:
+    if isinstance(raw, dict):
+        return raw
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{source} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ImproperlyConfigured(f'{source} must be an object of endpoints, like {{"ollama": {{...}}}}.')
+    return value
+
+
+def _endpoint(source: str, name: str, fields: object) -> ConfiguredEndpoint:
+    where = f"{source}, endpoint {name!r}"
+    if not _ENDPOINT_NAME.fullmatch(name) or name == "demo":
+        raise ImproperlyConfigured(f"{where}: a name is up to 50 of a-z, 0-9, _ and - (and not demo).")
+    if not isinstance(fields, dict):
+        raise ImproperlyConfigured(f"{where} must be a table.")
+    unknown = set(fields) - set(_ENDPOINT_FIELDS)
+    if unknown:
+        raise ImproperlyConfigured(f"{where} has unknown fields {sorted(unknown)}; use: {', '.join(_ENDPOINT_FIELDS)}.")
+    kind = fields.get("kind")
+    if kind not in CONFIGURABLE_PROVIDERS:
+        raise ImproperlyConfigured(f"{where}: kind must be one of {', '.join(CONFIGURABLE_PROVIDERS)}, not {kind!r}.")
+    base_url = fields.get("base_url")
+    if not isinstance(base_url, str) or not base_url.strip().startswith(("http://", "https://")):
+        raise ImproperlyConfigured(f"{where}: base_url must be an http(s) URL, not {base_url!r}.")
+    key_env = fields.get("key_env", "")
+    if not isinstance(key_env, str) or (key_env and not _ENV_NAME.fullmatch(key_env)):
+        raise ImproperlyConfigured(
+            f"{where}: key_env is the NAME of the environment variable holding the key, not {key_env!r}."
+        )
+    headers = fields.get("headers", {})
+    if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+        raise ImproperlyConfigured(f"{where}: headers must be a table of strings.")
+    endpoint = Endpoint(name, kind, base_url.strip().rstrip("/"), key_env, tuple(headers.items()))
+    models = fields.get("models")
+    if models == DISCOVER:
+        return ConfiguredEndpoint(endpoint, None)
+    if not isinstance(models, list) or not models:
+        raise ImproperlyConfigured(f'{where}: models must be a list of model ids or tables, or "discover".')
+    entries, seen = [], set()
+    for model in models:
+        if isinstance(model, str):
+            model = {"id": model}
+        if not isinstance(model, dict) or not isinstance(model.get("id"), str) or not model["id"].strip():
+            raise ImproperlyConfigured(f"{where}: each model is an id or a table with an id, not {model!r}.")
+        values = {k: v for k, v in model.items() if k != "id"}
+        _check_options(f"{where}, model {model['id']!r}", values)
+        label = values.pop("label", "")
+        if model["id"].strip() not in seen:
+            seen.add(model["id"].strip())
+            entries.append((model["id"].strip(), label, values))
+    return ConfiguredEndpoint(endpoint, tuple(entries))
+
+
 def get_model(key: str) -> ModelSpec | None:
-    """The offered model with key "provider:model", or None when not offered."""
+    """The offered model with key "endpoint:model", or None when not offered."""
     return next((spec for spec in offered_models() if spec.key == key), None)
 
 
@@ -183,6 +405,23 @@ def default_model() -> ModelSpec | None:
     """The first offered model, or None when nothing is offered."""
     models = offered_models()
     return models[0] if models else None
+
+
+def _builtin_entries() -> list[tuple[Endpoint, str, str]]:
+    """(endpoint, model, label) of the built-in endpoints an endpoints table does not replace."""
+    replaced = {configured.endpoint.name for configured in configured_endpoints()}
+    explicit = bool(str(getattr(settings, "CHAT_MODELS", "") or "").strip())
+    entries = []
+    for provider, name, label in _configured_entries():
+        if provider in replaced:
+            if explicit:
+                raise ImproperlyConfigured(
+                    f"CHAT_MODELS lists {provider}:{name}, but endpoint {provider!r} is defined in "
+                    "CHAT_ENDPOINTS_FILE/CHAT_ENDPOINTS: list its models there."
+                )
+            continue
+        entries.append((PROVIDERS[provider].default_endpoint(), name, label))
+    return entries
 
 
 def _configured_entries() -> list[tuple[str, str, str]]:
@@ -233,7 +472,7 @@ def _parse_entry(entry: str) -> tuple[str, str, str]:
 
 
 def _model_options() -> dict[str, dict]:
-    """CHAT_MODEL_OPTIONS, validated: {"provider:model": {field: value}}."""
+    """CHAT_MODEL_OPTIONS, validated: {"endpoint:model": {field: value}}."""
     raw = settings.CHAT_MODEL_OPTIONS or ""
     if isinstance(raw, dict):
         options = raw
@@ -249,32 +488,32 @@ def _model_options() -> dict[str, dict]:
     for key, values in options.items():
         if not isinstance(values, dict):
             raise ImproperlyConfigured(f"CHAT_MODEL_OPTIONS[{key!r}] must be an object.")
-        for name, value in values.items():
-            if name not in _OPTION_TYPES:
-                raise ImproperlyConfigured(
-                    f"CHAT_MODEL_OPTIONS[{key!r}] has unknown option {name!r}; use: {', '.join(_OPTION_TYPES)}."
-                )
-            allowed = _OPTION_TYPES[name]
-            # bool is an int subclass: max_tokens=true must not pass.
-            if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
-                raise ImproperlyConfigured(f"CHAT_MODEL_OPTIONS[{key!r}][{name!r}] has the wrong type: {value!r}.")
-            if name == "thinking_style" and value not in THINKING_STYLES:
-                raise ImproperlyConfigured(
-                    f"CHAT_MODEL_OPTIONS[{key!r}]['thinking_style'] must be one of {', '.join(THINKING_STYLES[1:])}."
-                )
+        _check_options(f"CHAT_MODEL_OPTIONS[{key!r}]", values)
     return options
 
 
-def _spec(provider: str, name: str, label: str, options: dict[str, dict]) -> ModelSpec:
-    key = f"{provider}:{name}"
-    values = {**MODEL_SETTINGS.get(key, {}), **options.get(key, {})}
+def _check_options(where: str, values: dict) -> None:
+    for name, value in values.items():
+        if name not in _OPTION_TYPES:
+            raise ImproperlyConfigured(f"{where} has unknown option {name!r}; use: {', '.join(_OPTION_TYPES)}.")
+        allowed = _OPTION_TYPES[name]
+        # bool is an int subclass: max_tokens=true must not pass.
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            raise ImproperlyConfigured(f"{where}[{name!r}] has the wrong type: {value!r}.")
+        if name == "thinking_style" and value not in THINKING_STYLES:
+            raise ImproperlyConfigured(f"{where}['thinking_style'] must be one of {', '.join(THINKING_STYLES[1:])}.")
+
+
+def _spec(endpoint: Endpoint, name: str, label: str, table: dict, options: dict[str, dict]) -> ModelSpec:
+    key = f"{endpoint.name}:{name}"
+    values = {**MODEL_SETTINGS.get(key, {}), **table, **options.get(key, {})}
     for price in ("price_in", "price_out"):
         if values.get(price) is not None:
             values[price] = _decimal(key, price, values[price])
-    default_label = gettext("Demo (offline)") if provider == "demo" else name
+    default_label = gettext("Demo (offline)") if endpoint.kind == "demo" else name
     label = label or values.pop("label", None) or default_label
     values.pop("label", None)
-    return ModelSpec(provider=provider, name=name, label=label, **values)
+    return ModelSpec(provider=endpoint.kind, name=name, label=label, endpoint=endpoint, **values)
 
 
 def _decimal(key: str, name: str, value: object) -> Decimal:

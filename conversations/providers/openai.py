@@ -1,9 +1,11 @@
 """OpenAI Chat Completions, and every OpenAI-compatible server.
 
-The key and endpoint come from the SDK's own variables, ``OPENAI_API_KEY``
-and ``OPENAI_BASE_URL``, read at call time (DeepSeek, Ollama, vLLM,
-llama.cpp, LM Studio and OpenRouter are reached by pointing OPENAI_BASE_URL
-at them).  ``max_tokens`` rather than ``max_completion_tokens`` is sent,
+Each request goes to its model's endpoint (``ModelSpec.endpoint``: base
+URL, the variable holding its key, extra headers; see ``catalog``), with one
+cached client per endpoint; the key is read at call time.  The built-in
+endpoint ``openai`` takes the SDK's own variables, ``OPENAI_API_KEY`` and
+``OPENAI_BASE_URL``.  DeepSeek, Qwen, Ollama, vLLM, llama.cpp, LM Studio and
+OpenRouter are endpoints of this kind.  ``max_tokens`` rather than ``max_completion_tokens`` is sent,
 because OpenAI-compatible servers widely accept only the former.
 DeepSeek-style ``reasoning_content`` (and OpenRouter/vLLM ``reasoning``)
 deltas become ReasoningDelta.
@@ -39,6 +41,7 @@ from conversations.providers import sse
 from conversations.providers.base import (
     ChatRequest,
     ClientCache,
+    Endpoint,
     ErrorKind,
     Event,
     Finish,
@@ -53,6 +56,8 @@ from conversations.providers.base import (
 )
 
 KEY_ENV = "OPENAI_API_KEY"
+# The SDK insists on a key; a server that wants none (Ollama) gets this one.
+KEYLESS = "no-key"
 # A non-streaming reply arrives only once fully generated, so it gets at
 # least this long (seconds) instead of the streaming read timeout.
 WHOLE_REPLY_READ_TIMEOUT = 600.0
@@ -93,17 +98,33 @@ clients = ClientCache()
 class OpenAIProvider(Provider):
     name = "openai"
 
-    def is_configured(self) -> bool:
-        return bool(os.environ.get(KEY_ENV))
+    def default_endpoint(self) -> Endpoint:
+        return Endpoint("openai", "openai", os.environ.get("OPENAI_BASE_URL") or None, KEY_ENV)
 
-    def warm_up(self) -> None:
-        client, _key = _client()
+    def warm_up(self, endpoint: Endpoint | None = None) -> None:
+        client, _key = _client(endpoint or self.default_endpoint())
         # The SDK imports its resource modules (and builds their pydantic
         # models, ~35 ms) on first use: not during the first reply.
         client.chat.completions.with_streaming_response  # noqa: B018
 
+    def list_models(self, endpoint: Endpoint) -> list[str]:
+        api_key = _key(endpoint)
+        connect, read = settings.CHAT_PROVIDER_CONNECT_TIMEOUT, settings.CHAT_PROVIDER_READ_TIMEOUT
+        client = openai.OpenAI(
+            api_key=api_key or KEYLESS,
+            base_url=endpoint.base_url,
+            default_headers=endpoint.http_headers(),
+            max_retries=0,
+            timeout=httpx2.Timeout(read, connect=connect),
+        )
+        try:
+            with client:
+                return [model.id for model in client.models.list()]
+        except (openai.OpenAIError, ValueError) as exc:
+            raise _error(exc, api_key) from exc
+
     async def stream_events(self, request: ChatRequest) -> AsyncIterator[Event]:
-        client, api_key = _client()
+        client, api_key = _client(request.model.endpoint or self.default_endpoint())
         usage: Usage | None = None
         finish = _finish(None)  # a stream that ends properly without a finish reason ended normally
         try:
@@ -133,7 +154,7 @@ class OpenAIProvider(Provider):
         yield finish
 
     async def complete(self, request: ChatRequest) -> list[Event]:
-        client, api_key = _client()
+        client, api_key = _client(request.model.endpoint or self.default_endpoint())
         timeout = httpx2.Timeout(
             max(settings.CHAT_PROVIDER_READ_TIMEOUT, WHOLE_REPLY_READ_TIMEOUT),
             connect=settings.CHAT_PROVIDER_CONNECT_TIMEOUT,
@@ -157,26 +178,34 @@ class OpenAIProvider(Provider):
         return events
 
 
-def _client() -> tuple[openai.AsyncOpenAI, str]:
-    """The cached client for the current environment and settings, and its key."""
-    api_key = os.environ.get(KEY_ENV, "")
-    if not api_key:
-        raise provider_error(ErrorKind.AUTH, key_env=KEY_ENV, detail=f"{KEY_ENV} is not set")
-    base_url = os.environ.get("OPENAI_BASE_URL") or None
+def _key(endpoint: Endpoint) -> str:
+    """The endpoint's key from the environment ("" for a keyless one); AUTH error when it is unset."""
+    api_key = endpoint.api_key()
+    if endpoint.key_env and not api_key:
+        raise provider_error(ErrorKind.AUTH, key_env=endpoint.key_env, detail=f"{endpoint.key_env} is not set")
+    return api_key
+
+
+def _client(endpoint: Endpoint) -> tuple[openai.AsyncOpenAI, str]:
+    """The cached client for ``endpoint`` as the environment and settings are now, and its key."""
+    api_key = _key(endpoint)
+    base_url, headers = endpoint.base_url, endpoint.http_headers()
     retries = settings.CHAT_PROVIDER_MAX_RETRIES
     connect, read = settings.CHAT_PROVIDER_CONNECT_TIMEOUT, settings.CHAT_PROVIDER_READ_TIMEOUT
 
     def build() -> openai.AsyncOpenAI:
         timeout = httpx2.Timeout(read, connect=connect)
         return openai.AsyncOpenAI(
-            api_key=api_key,
+            api_key=api_key or KEYLESS,
             base_url=base_url,
+            default_headers=headers,
             max_retries=retries,
             timeout=timeout,
             http_client=openai.DefaultAioHttpClient(timeout=timeout),
         )
 
-    return clients.get((api_key, base_url, retries, connect, read), build), api_key
+    cache_key = (api_key, base_url, tuple(sorted(headers.items())), retries, connect, read)
+    return clients.get(cache_key, build), api_key
 
 
 def _params(request: ChatRequest) -> dict:

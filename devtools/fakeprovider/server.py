@@ -2,7 +2,8 @@
 
 It listens on its own event loop in its own thread, records every request,
 counts disconnects, routes ``/v1/chat/completions`` to ``openai_format`` and
-``/v1/messages`` to ``anthropic_format``, and answers the errors that come
+``/v1/messages`` to ``anthropic_format``, lists its models at ``GET /v1/models``
+(in Anthropic's shape when the request has an ``anthropic-version`` header), and answers the errors that come
 before any streaming (auth, routes, unknown models, ``error-<status>``,
 ``flaky-429``) itself.
 """
@@ -153,6 +154,11 @@ class FakeProvider:
         with self._lock:
             return self._lock.wait_for(lambda: self._disconnects >= count, timeout)
 
+    def wait_for_requests(self, count: int = 1, timeout: float = 1.0) -> bool:
+        """Block until ``count`` requests were recorded since ``clear()``; False on timeout."""
+        with self._lock:
+            return self._lock.wait_for(lambda: len(self._requests) >= count, timeout)
+
     def _count_disconnect(self) -> None:
         with self._lock:
             self._disconnects += 1
@@ -168,6 +174,7 @@ class FakeProvider:
         recorded = RecordedRequest(request.method, target, query, headers, request.body, body, client_port)
         with self._lock:
             self._requests.append(recorded)
+            self._lock.notify_all()
         return body
 
     def _flaky_fails(self, request: Request, plan: Plan) -> bool:
@@ -209,7 +216,8 @@ class FakeProvider:
             await self._error(conn, flavour, 401, retry=False)
             return True
         if request.method == "GET" and path == "/v1/models":
-            await conn.send_json(200, self._models_list())
+            anthropic = "anthropic-version" in request.headers
+            await conn.send_json(200, self._models_list(anthropic=anthropic))
             return True
         if request.method != "POST" or path not in ("/v1/chat/completions", "/v1/messages"):
             await self._error(conn, flavour, 404, retry=False, message=f"Unknown route {request.method} {path}")
@@ -247,9 +255,15 @@ class FakeProvider:
             key = authorization[len("bearer ") :].strip()
         return bool(key) and (self.api_key is None or key == self.api_key)
 
-    def _models_list(self) -> dict:
+    def _models_list(self, *, anthropic: bool = False) -> dict:
+        """OpenAI's list of models, or Anthropic's for a request with an ``anthropic-version`` header."""
+        ids = [f"fake-{name}" for name in SCENARIOS]
+        if anthropic:
+            created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            data = [{"type": "model", "id": id, "display_name": id, "created_at": created} for id in ids]
+            return {"data": data, "has_more": False, "first_id": ids[0], "last_id": ids[-1]}
         created = int(time.time())
-        data = [{"id": f"fake-{name}", "object": "model", "created": created, "owned_by": "fake"} for name in SCENARIOS]
+        data = [{"id": id, "object": "model", "created": created, "owned_by": "fake"} for id in ids]
         return {"object": "list", "data": data}
 
     async def _error(
