@@ -369,8 +369,19 @@ def sessions_changed(sender, user=None, instance=None, **kwargs) -> None:
     user's open sockets, on every worker, check their session and close if it
     has ended (logged out, password changed, account deactivated)."""
     account = user if user is not None else instance
-    if account is not None and account.pk is not None:
+    if account is None or account.pk is None:
+        return
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # the usual case: a sync view or command, no loop in this thread
         async_to_sync(frames.request_session_check)(account.pk)
+    else:  # saved from code running on a loop (DJANGO_ALLOW_ASYNC_UNSAFE): send from it
+        task = loop.create_task(frames.request_session_check(account.pk))
+        _SESSION_CHECKS.add(task)
+        task.add_done_callback(_SESSION_CHECKS.discard)
+
+
+_SESSION_CHECKS: set[asyncio.Task] = set()  # strong references until they are sent
 
 
 async def stop(conversation_id: UUID, user) -> None:
