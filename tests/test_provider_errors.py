@@ -1,12 +1,16 @@
-"""What a failed call says: both providers, through the real SDKs over HTTP
-against the fake provider (OpenAI and Anthropic wire formats)."""
+"""What a failed call says, and how long a hung server can keep a person
+waiting: both providers, through the real SDKs over HTTP against the fake
+provider (OpenAI and Anthropic wire formats)."""
+
+import asyncio
+import time
 
 import pytest
 
-from conversations.providers.base import ErrorKind, redact, trim
-from devtools.fakeprovider import ERROR_MESSAGES
+from conversations.providers.base import ErrorKind, TextDelta, redact, trim
+from devtools.fakeprovider import ERROR_MESSAGES, expected_text
 from tests import fakes
-from tests.fakes import ANTHROPIC_KEY, OPENAI_KEY, assert_no_secret, chat, run
+from tests.fakes import ANTHROPIC_KEY, OPENAI_KEY, assert_no_secret, chat, of_type, run
 
 fake_server, clean_env, fake = fakes.fake_server, fakes.clean_env, fakes.fake
 
@@ -133,3 +137,65 @@ def test_redaction_blanks_the_configured_key_and_key_like_strings_but_not_model_
 def test_trimming_keeps_short_text_and_cuts_long_text_on_one_line():
     assert trim("Insufficient  Balance\n") == "Insufficient Balance"
     assert trim("word " * 100, limit=20) == "word word word word…"
+
+
+# --- a hung server: deadlines for the first event -----------------------------
+
+
+@pytest.fixture
+def deadlines(settings):
+    """Small deadlines; the read timeout (5 s, three attempts) would take 15 s."""
+    settings.CHAT_PROVIDER_READ_TIMEOUT = 5.0
+    settings.CHAT_PROVIDER_FIRST_BYTE_TIMEOUT = 0.3
+    settings.CHAT_PROVIDER_TOTAL_TIMEOUT = 60.0
+    settings.CHAT_PROVIDER_MAX_RETRIES = 0
+    return settings
+
+
+@PROVIDERS
+@pytest.mark.parametrize("model", ["fake-no-headers", "fake-no-body"])
+async def test_a_hung_server_fails_at_the_first_byte_deadline(fake, deadlines, provider, model):
+    began = time.monotonic()
+    events, error = await run(chat(provider, model))
+    took = time.monotonic() - began
+
+    assert events == []
+    assert (error.kind, error.retryable) == (ErrorKind.TIMEOUT, True)
+    assert error.message == "The model provider took too long to respond."
+    assert took < 2.0
+    assert len(fake.requests) == 1
+    # The silent request was hung up on (the socket closes on the loop, so wait off it).
+    assert await asyncio.to_thread(fake.wait_for_disconnect, 2.0)
+
+
+@PROVIDERS
+async def test_silent_attempts_are_made_again_only_until_the_total_deadline(fake, deadlines, provider):
+    deadlines.CHAT_PROVIDER_FIRST_BYTE_TIMEOUT = 0.4
+    deadlines.CHAT_PROVIDER_TOTAL_TIMEOUT = 1.0
+    deadlines.CHAT_PROVIDER_MAX_RETRIES = 5  # six attempts of 0.4 s would take 2.4 s
+
+    began = time.monotonic()
+    _, error = await run(chat(provider, "fake-no-headers"))
+    took = time.monotonic() - began
+
+    assert error.kind is ErrorKind.TIMEOUT
+    assert 2 <= len(fake.requests) <= 3
+    assert took < 2.0
+
+
+@PROVIDERS
+async def test_the_deadlines_end_with_the_first_event(fake, deadlines, provider):
+    deadlines.CHAT_PROVIDER_TOTAL_TIMEOUT = 0.3
+    model = "fake-long@tokens=30,delay=0.03"  # about 0.9 s in all, the first token at once
+
+    events, error = await run(chat(provider, model))
+
+    assert error is None
+    assert "".join(e.text for e in of_type(events, TextDelta)) == expected_text(model)
+
+
+@PROVIDERS
+async def test_a_slow_first_token_within_the_deadline_is_no_error(fake, deadlines, provider):
+    _, error = await run(chat(provider, "fake-slow-first@first_delay=0.1"))
+
+    assert error is None

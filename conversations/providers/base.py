@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
 
+from django.conf import settings
 from django.utils.translation import gettext
 
 
@@ -161,7 +162,9 @@ class Provider:
     Contract for ``events()``: yields zero or more TextDelta/ReasoningDelta in
     order, then at most one Usage and exactly one Finish (Usage may come before
     or after Finish), or raises ProviderError.  Cancelling the consuming task
-    closes the upstream HTTP connection promptly.
+    closes the upstream HTTP connection promptly.  A stream's first event
+    comes within the first-event deadline (see ``first_event_deadline``) or
+    the call is made again, while time is left; then it is a TIMEOUT error.
 
     Finish comes only for a reply that arrived whole (the stream's terminator
     or its finish reason, or one JSON body, even one answering a streaming
@@ -193,7 +196,7 @@ class Provider:
         if request.model.streaming:
             # aclosing: closing this generator closes the provider's at once
             # (and with it the HTTP response), not whenever GC finalises it.
-            async with contextlib.aclosing(self.stream_events(request)) as stream:
+            async with contextlib.aclosing(first_event_deadline(lambda: self.stream_events(request))) as stream:
                 async for event in stream:
                     yield event
         else:
@@ -320,6 +323,44 @@ def trim(text: str, limit: int = PROVIDER_MESSAGE_CHARS) -> str:
     """``text`` on one line, cut to at most ``limit`` characters (an ellipsis marks a cut)."""
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+async def first_event_deadline(open_stream: Callable[[], AsyncIterator[Event]]) -> AsyncIterator[Event]:
+    """The events of ``open_stream()``, its first within
+    ``CHAT_PROVIDER_FIRST_BYTE_TIMEOUT`` seconds, else the call is made anew
+    (up to ``CHAT_PROVIDER_MAX_RETRIES`` times) while
+    ``CHAT_PROVIDER_TOTAL_TIMEOUT`` has time left, then a TIMEOUT error.
+
+    The SDKs' own timeout is per read and per attempt (60 s, three attempts:
+    three minutes on a hung server); this bounds what the person waits for.
+    The deadlines end with the first event: a reply that has begun is bounded
+    only by the read timeout between its chunks.  0 turns a deadline off.
+    """
+    loop = asyncio.get_running_loop()
+    first, total = settings.CHAT_PROVIDER_FIRST_BYTE_TIMEOUT, settings.CHAT_PROVIDER_TOTAL_TIMEOUT
+    ends = loop.time() + total if total > 0 else None
+    attempts = max(settings.CHAT_PROVIDER_MAX_RETRIES, 0) + 1
+    for attempt in range(1, attempts + 1):
+        deadlines = [loop.time() + first] if first > 0 else []
+        deadline = min(deadlines + ([ends] if ends is not None else []), default=None)
+        async with contextlib.aclosing(open_stream()) as stream:
+            try:
+                async with asyncio.timeout_at(deadline) as waiting:
+                    event = await anext(stream)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                if not waiting.expired():
+                    raise
+                if attempt < attempts and (ends is None or loop.time() < ends):
+                    continue
+                waited = total if deadline == ends else first
+                detail = f"no event within {waited:g} s (attempt {attempt} of {attempts})"
+                raise provider_error(ErrorKind.TIMEOUT, key_env="", detail=detail) from None
+            yield event
+            async for event in stream:
+                yield event
+            return
 
 
 class ClientCache:
