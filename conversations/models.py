@@ -186,6 +186,7 @@ REPLY_FIELDS = [
     "status",
     "error",
     "error_kind",
+    "error_detail",
     "finish_reason",
     "finish_reason_raw",
     "input_tokens",
@@ -284,6 +285,9 @@ class Message(models.Model):
     duration_ms = models.PositiveIntegerField(_("duration (ms)"), null=True, blank=True)
     error = models.TextField(_("error"), blank=True)
     error_kind = models.CharField(_("error kind"), max_length=32, blank=True)
+    # The provider's own words about the error (redacted and trimmed by the
+    # provider module: conversations.providers.base.redact), shown under ours.
+    error_detail = models.TextField(_("provider's error message"), blank=True)
     created_at = models.DateTimeField(_("created"), default=timezone.now)
     completed_at = models.DateTimeField(_("completed"), null=True, blank=True)
     # While streaming: when the worker writing it last said it was alive (see
@@ -369,10 +373,13 @@ class Message(models.Model):
         self.heartbeat_at = timezone.now()
         self.provider, self.model = spec.provider, spec.name
         self.parameters = {**self.parameters, "continuations": self.parameters.get("continuations", 0) + 1}
-        self.error = self.error_kind = ""
+        self.error = self.error_kind = self.error_detail = ""
         self.html = ""  # the text will grow: the stored rendering no longer matches it
         self.save(
-            update_fields=["status", "heartbeat_at", "provider", "model", "parameters", "error", "error_kind", "html"]
+            update_fields=[
+                *("status", "heartbeat_at", "provider", "model", "parameters"),
+                *("error", "error_kind", "error_detail", "html"),
+            ]
         )
 
     def finish(
@@ -383,6 +390,7 @@ class Message(models.Model):
         reasoning: str,
         error: str = "",
         error_kind: str = "",
+        error_detail: str = "",
         finish_reason: str | None = None,
         finish_reason_raw: str = "",
         usage: tuple[int | None, int | None] | None = None,
@@ -395,7 +403,7 @@ class Message(models.Model):
         self.content, self.reasoning, self.status = content, reasoning, status
         if reasoning_ms is not None:
             self.reasoning_ms = reasoning_ms
-        self.error, self.error_kind = error, error_kind
+        self.error, self.error_kind, self.error_detail = error, error_kind, error_detail
         if finish_reason is not None:
             self.finish_reason, self.finish_reason_raw = finish_reason, finish_reason_raw
         elif status != self.Status.COMPLETE:
