@@ -445,6 +445,16 @@ class Message(models.Model):
         return rendered
 
     @property
+    def is_waiting(self) -> bool:
+        """Streaming, and nothing from the model yet (a Continue shows its text instead)."""
+        return self.is_streaming and not (self.content or self.reasoning or self.parameters.get("continuations"))
+
+    @property
+    def waited_seconds(self) -> int:
+        """Whole seconds since the reply was asked for (its row was created)."""
+        return max(0, int((timezone.now() - self.created_at).total_seconds()))
+
+    @property
     def thought_seconds(self) -> int | None:
         """Whole seconds spent thinking (at least 1), None if the reply did not reason first."""
         return None if self.reasoning_ms is None else max(1, round(self.reasoning_ms / 1000))
