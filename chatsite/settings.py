@@ -248,6 +248,11 @@ CHAT_DEMO_MODEL = os.environ.get("CHAT_DEMO_MODEL", "")
 CHAT_PROVIDER_MAX_RETRIES = envint("CHAT_PROVIDER_MAX_RETRIES", 2)
 CHAT_PROVIDER_CONNECT_TIMEOUT = envfloat("CHAT_PROVIDER_CONNECT_TIMEOUT", 5.0)
 CHAT_PROVIDER_READ_TIMEOUT = envfloat("CHAT_PROVIDER_READ_TIMEOUT", 60.0)
+# Seconds to a stream's first event, per attempt, and for all attempts
+# together (SDK retries included): a hung server fails within about a minute.
+# Long-prefill local models may need more; 0 turns either off.
+CHAT_PROVIDER_FIRST_BYTE_TIMEOUT = envfloat("CHAT_PROVIDER_FIRST_BYTE_TIMEOUT", 30.0)
+CHAT_PROVIDER_TOTAL_TIMEOUT = envfloat("CHAT_PROVIDER_TOTAL_TIMEOUT", 60.0)
 CHAT_MAX_MESSAGE_CHARS = envint("CHAT_MAX_MESSAGE_CHARS", 32000)
 # Per user, across every worker (counted in the database): replies being
 # written at once, and replies started in any 60 seconds.  0 turns a limit off.

@@ -24,6 +24,7 @@ MESSAGE_FIELDS = (
     "duration_ms",
     "error",
     "error_kind",
+    "error_detail",
 )
 EXPORT_BATCH = 100
 

@@ -123,6 +123,7 @@ class Generation:
         self.final_html = ""
         self.usage: Usage | None = None
         self.finish: Finish | None = None
+        self.error_detail = ""  # the provider's own words, when it failed with some
         self.first_token_ms: int | None = None
         self.frames_sent = 0
         self._dirty = asyncio.Event()
@@ -237,6 +238,7 @@ class Generation:
             asyncio.current_task().uncancel()
         except ProviderError as exc:
             status, error, error_kind = Message.Status.ERROR, exc.message, str(exc.kind)
+            self.error_detail = exc.provider_message
             logger.warning("provider error %s for message %s: %s", exc.kind, self.message.id, exc.detail)
         except Exception:
             logger.exception("generation %s failed", self.message.id)
@@ -333,6 +335,7 @@ class Generation:
             reasoning="".join(self.reasoning),
             error=error,
             error_kind=error_kind,
+            error_detail=self.error_detail,
             finish_reason=str(self.finish.reason) if self.finish else None,
             finish_reason_raw=(self.finish.raw or "") if self.finish else "",
             usage=(self.usage.input_tokens, self.usage.output_tokens) if self.usage else None,

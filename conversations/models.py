@@ -187,6 +187,7 @@ REPLY_FIELDS = [
     "status",
     "error",
     "error_kind",
+    "error_detail",
     "finish_reason",
     "finish_reason_raw",
     "input_tokens",
@@ -291,6 +292,9 @@ class Message(models.Model):
     duration_ms = models.PositiveIntegerField(_("duration (ms)"), null=True, blank=True)
     error = models.TextField(_("error"), blank=True)
     error_kind = models.CharField(_("error kind"), max_length=32, blank=True)
+    # The provider's own words about the error (redacted and trimmed by the
+    # provider module: conversations.providers.base.redact), shown under ours.
+    error_detail = models.TextField(_("provider's error message"), blank=True)
     created_at = models.DateTimeField(_("created"), default=timezone.now)
     completed_at = models.DateTimeField(_("completed"), null=True, blank=True)
     # While streaming: when the worker writing it last said it was alive (see
@@ -376,10 +380,13 @@ class Message(models.Model):
         self.heartbeat_at = timezone.now()
         self.provider, self.model = spec.endpoint_name, spec.name
         self.parameters = {**self.parameters, "continuations": self.parameters.get("continuations", 0) + 1}
-        self.error = self.error_kind = ""
+        self.error = self.error_kind = self.error_detail = ""
         self.html = ""  # the text will grow: the stored rendering no longer matches it
         self.save(
-            update_fields=["status", "heartbeat_at", "provider", "model", "parameters", "error", "error_kind", "html"]
+            update_fields=[
+                *("status", "heartbeat_at", "provider", "model", "parameters"),
+                *("error", "error_kind", "error_detail", "html"),
+            ]
         )
 
     def finish(
@@ -390,6 +397,7 @@ class Message(models.Model):
         reasoning: str,
         error: str = "",
         error_kind: str = "",
+        error_detail: str = "",
         finish_reason: str | None = None,
         finish_reason_raw: str = "",
         usage: tuple[int | None, int | None] | None = None,
@@ -402,7 +410,7 @@ class Message(models.Model):
         self.content, self.reasoning, self.status = content, reasoning, status
         if reasoning_ms is not None:
             self.reasoning_ms = reasoning_ms
-        self.error, self.error_kind = error, error_kind
+        self.error, self.error_kind, self.error_detail = error, error_kind, error_detail
         if finish_reason is not None:
             self.finish_reason, self.finish_reason_raw = finish_reason, finish_reason_raw
         elif status != self.Status.COMPLETE:
@@ -442,6 +450,16 @@ class Message(models.Model):
         rendered = render_markdown(self.content)
         self.html, self.html_version = str(rendered), RENDER_VERSION
         return rendered
+
+    @property
+    def is_waiting(self) -> bool:
+        """Streaming, and nothing from the model yet (a Continue shows its text instead)."""
+        return self.is_streaming and not (self.content or self.reasoning or self.parameters.get("continuations"))
+
+    @property
+    def waited_seconds(self) -> int:
+        """Whole seconds since the reply was asked for (its row was created)."""
+        return max(0, int((timezone.now() - self.created_at).total_seconds()))
 
     @property
     def thought_seconds(self) -> int | None:

@@ -216,6 +216,18 @@ def test_it_shows_the_error_text_of_a_failed_reply(rita_client, conversation, re
     assert "rate_limit" in body
 
 
+def test_it_shows_and_exports_the_providers_own_words_escaped(rita_client, conversation, reply):
+    Message.objects.filter(pk=reply.pk).update(
+        status="error", error="The model provider rejected the request.", error_detail="Bad <b>model</b> name"
+    )
+    body = _body(rita_client.get(_review_url(conversation)))
+    assert '<p class="msg-error-detail">The provider said: <q>Bad &lt;b&gt;model&lt;/b&gt; name</q></p>' in body
+
+    response = rita_client.post(CHANGELIST, {"action": "export_jsonl", "_selected_action": [str(conversation.pk)]})
+    _question, answer = json.loads(_body(response))["messages"]
+    assert answer["error_detail"] == "Bad <b>model</b> name"
+
+
 def test_it_shows_every_branch_once_and_marks_the_retried_reply(rita_client, conversation, reply):
     Message.objects.filter(pk=reply.pk).update(status="error", content="first attempt")
     Message.objects.create(

@@ -80,18 +80,23 @@ STOP_REASONS = {
     "refusal": FinishReason.REFUSAL,
     "tool_use": FinishReason.TOOL_CALLS,
 }
-# Error bodies' ``error.type``; a mid-stream ``event: error`` has only this (status 200).
+# Error bodies' ``error.type``: it narrows the kind the HTTP status gives
+# (base.kind_for_status) and decides alone only for a mid-stream ``event:
+# error``, sent with status 200.  The last three come from compatible servers.
 KINDS_BY_TYPE = {
     "invalid_request_error": ErrorKind.BAD_REQUEST,
     "request_too_large": ErrorKind.BAD_REQUEST,
     "authentication_error": ErrorKind.AUTH,
     "permission_error": ErrorKind.PERMISSION,
-    "billing_error": ErrorKind.PERMISSION,
+    "billing_error": ErrorKind.BILLING,
     "not_found_error": ErrorKind.NOT_FOUND,
     "rate_limit_error": ErrorKind.RATE_LIMIT,
     "api_error": ErrorKind.SERVER,
     "overloaded_error": ErrorKind.OVERLOADED,
     "timeout_error": ErrorKind.TIMEOUT,
+    "content_filter": ErrorKind.CONTENT_FILTER,
+    "content_policy_violation": ErrorKind.CONTENT_FILTER,
+    "data_inspection_failed": ErrorKind.CONTENT_FILTER,
 }
 # The SDK's stream iterator does not wrap transport failures mid-stream:
 # httpx2 errors (ReadTimeout, RemoteProtocolError, ...) arrive as they are.
@@ -365,10 +370,13 @@ def _error(exc: Exception, api_key: str) -> ProviderError:
         detail = f"{type(exc).__name__}: {exc}" + (f" ({cause!r})" if cause else "")
         return provider_error(ErrorKind.CONNECTION, key_env=KEY_ENV, detail=detail, secret=api_key)
     if isinstance(exc, anthropic.APIStatusError):
-        # The body's type is the more precise; a mid-stream ``event: error`` has status 200.
+        # The status says what failed, the body's type at most narrows it; a
+        # mid-stream ``event: error`` has status 200 and only its type.
         status = exc.status_code if exc.status_code != 200 else None
-        kind = KINDS_BY_TYPE.get(exc.type or "") or (kind_for_status(status) if status else ErrorKind.SERVER)
+        type_kind = KINDS_BY_TYPE.get(exc.type or "")
+        kind = kind_for_status(status, type_kind) if status else type_kind or ErrorKind.SERVER
+        said = exc.api_message if isinstance(exc.api_message, str) else ""
         return provider_error(
-            kind, key_env=KEY_ENV, status=status, detail=exc.api_message or exc.message, secret=api_key
+            kind, key_env=KEY_ENV, status=status, detail=said or exc.message, secret=api_key, provider_message=said
         )
     return provider_error(ErrorKind.SERVER, key_env=KEY_ENV, detail=f"{type(exc).__name__}: {exc}", secret=api_key)

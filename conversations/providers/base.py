@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
 
+from django.conf import settings
 from django.utils.translation import gettext
 
 
@@ -59,6 +60,7 @@ Event = TextDelta | ReasoningDelta | Usage | Finish
 
 class ErrorKind(enum.StrEnum):
     AUTH = "auth"
+    BILLING = "billing"  # HTTP 402: out of credit
     PERMISSION = "permission"
     NOT_FOUND = "not_found"
     RATE_LIMIT = "rate_limit"
@@ -74,7 +76,11 @@ class ProviderError(Exception):
     """The one exception a provider raises.
 
     ``message`` is safe to show to the user (translated, no secrets);
-    ``detail`` is the provider's own text, for logs and staff review.
+    ``detail`` says what failed, for logs; ``provider_message`` is the
+    provider's own words from its error body (redacted, at most
+    ``PROVIDER_MESSAGE_CHARS``), shown under ``message`` and stored with the
+    reply, "" when there were none (a timeout, a dropped connection).
+    Neither is ever trusted as HTML.
     """
 
     def __init__(
@@ -85,6 +91,7 @@ class ProviderError(Exception):
         retryable: bool,
         status: int | None = None,
         detail: str = "",
+        provider_message: str = "",
     ) -> None:
         super().__init__(message)
         self.kind = kind
@@ -92,6 +99,7 @@ class ProviderError(Exception):
         self.retryable = retryable
         self.status = status
         self.detail = detail
+        self.provider_message = provider_message
 
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -204,7 +212,9 @@ class Provider:
     Contract for ``events()``: yields zero or more TextDelta/ReasoningDelta in
     order, then at most one Usage and exactly one Finish (Usage may come before
     or after Finish), or raises ProviderError.  Cancelling the consuming task
-    closes the upstream HTTP connection promptly.
+    closes the upstream HTTP connection promptly.  A stream's first event
+    comes within the first-event deadline (see ``first_event_deadline``) or
+    the call is made again, while time is left; then it is a TIMEOUT error.
 
     Finish comes only for a reply that arrived whole (the stream's terminator
     or its finish reason, or one JSON body, even one answering a streaming
@@ -247,7 +257,8 @@ class Provider:
             if request.model.streaming:
                 # aclosing: closing this generator closes the provider's at once
                 # (and with it the HTTP response), not whenever GC finalises it.
-                async with contextlib.aclosing(self.stream_events(request)) as stream:
+                stream_events = first_event_deadline(lambda: self.stream_events(request))
+                async with contextlib.aclosing(stream_events) as stream:
                     async for event in stream:
                         yield event
             else:
@@ -259,7 +270,11 @@ class Provider:
                 raise
             # The auth message names this endpoint's key variable, not the kind's built-in one.
             raise provider_error(
-                ErrorKind.AUTH, key_env=endpoint.key_hint, status=exc.status, detail=exc.detail
+                ErrorKind.AUTH,
+                key_env=endpoint.key_hint,
+                status=exc.status,
+                detail=exc.detail,
+                provider_message=exc.provider_message,
             ) from exc
 
 
@@ -270,10 +285,27 @@ RETRYABLE_KINDS = frozenset(
 )
 
 
-def kind_for_status(status: int) -> ErrorKind:
-    """The error kind an HTTP error status means, the same for every provider."""
+# What an error body's type/code may make of the kind its status gave: a
+# generic status narrowed, never a specific one overruled (a server that
+# labels every error "api_error" still gets 401 and 429 right).
+REFINEMENTS = {
+    ErrorKind.BAD_REQUEST: frozenset({ErrorKind.CONTENT_FILTER, ErrorKind.BILLING}),
+    ErrorKind.RATE_LIMIT: frozenset({ErrorKind.BILLING}),  # OpenAI's 429 insufficient_quota
+    ErrorKind.SERVER: frozenset({ErrorKind.OVERLOADED, ErrorKind.TIMEOUT}),
+}
+
+
+def kind_for_status(status: int, hint: ErrorKind | None = None) -> ErrorKind:
+    """The error kind an HTTP error status means, the same for every provider;
+    ``hint``, the kind the body's type names, only narrows a generic one (see REFINEMENTS)."""
+    kind = _status_kind(status)
+    return hint if hint in REFINEMENTS.get(kind, ()) else kind
+
+
+def _status_kind(status: int) -> ErrorKind:
     kinds = {
         401: ErrorKind.AUTH,
+        402: ErrorKind.BILLING,
         403: ErrorKind.PERMISSION,
         404: ErrorKind.NOT_FOUND,
         408: ErrorKind.TIMEOUT,
@@ -289,6 +321,7 @@ def kind_for_status(status: int) -> ErrorKind:
 def _user_message(kind: ErrorKind, key_env: str) -> str:
     messages = {
         ErrorKind.AUTH: gettext("The model provider rejected the API key. Check %(env)s.") % {"env": key_env},
+        ErrorKind.BILLING: gettext("The account with the model provider is out of credit."),
         ErrorKind.PERMISSION: gettext("The API key is not allowed to use this model."),
         ErrorKind.NOT_FOUND: gettext("The model provider does not know this model."),
         ErrorKind.RATE_LIMIT: gettext("The model provider's rate limit was reached. Try again in a moment."),
@@ -303,19 +336,105 @@ def _user_message(kind: ErrorKind, key_env: str) -> str:
 
 
 def provider_error(
-    kind: ErrorKind, *, key_env: str, status: int | None = None, detail: str = "", secret: str = ""
+    kind: ErrorKind,
+    *,
+    key_env: str,
+    status: int | None = None,
+    detail: str = "",
+    secret: str = "",
+    provider_message: str | None = None,
 ) -> ProviderError:
     """A ProviderError with the standard user-facing message for ``kind``.
 
     ``key_env`` names the environment variable holding the key (named in the
-    auth message; its value never is).  ``secret`` (the key) is blanked out
-    of ``detail`` in case the provider echoed it.
+    auth message; its value never is).  ``detail`` and ``provider_message``
+    (the error body's own words) are redacted (see ``redact``: ``secret``,
+    the key, and anything that looks like one); the latter is also trimmed.
     """
-    if secret:
-        detail = detail.replace(secret, "***")
     return ProviderError(
-        kind, _user_message(kind, key_env), retryable=kind in RETRYABLE_KINDS, status=status, detail=detail
+        kind,
+        _user_message(kind, key_env),
+        retryable=kind in RETRYABLE_KINDS,
+        status=status,
+        detail=redact(detail, secret),
+        provider_message=trim(redact(provider_message or "", secret)),
     )
+
+
+PROVIDER_MESSAGE_CHARS = 300
+# Things that look like credentials, whoever's: OpenAI/Anthropic/DeepSeek keys
+# (sk-…, sk-ant-…, sk-proj-…), an echoed Authorization header, and long
+# hex or base64 tokens (other providers' keys, session tokens); a model's
+# name (lower case, words and dates) is not one.
+_KEY_LIKE = re.compile(r"\bsk-[A-Za-z0-9_\-*]{6,}|\bBearer\s+[^\s\"',;]+|[A-Za-z0-9+/_\-]{32,}=*", re.IGNORECASE)
+_HEX = re.compile(r"[0-9a-fA-F]+")
+
+
+def _looks_like_key(token: str) -> bool:
+    if token[:3].lower() == "sk-" or token[:6].lower() == "bearer":
+        return True
+    token = token.rstrip("=")
+    if _HEX.fullmatch(token):
+        return True
+    mixed = any(c.isupper() for c in token) and any(c.islower() for c in token)
+    return mixed and any(c.isdigit() for c in token) and "/" not in token.strip("/")
+
+
+def redact(text: str, secret: str = "") -> str:
+    """``text`` with ``secret`` and anything key-like replaced by ``***``."""
+    if secret:
+        text = text.replace(secret, "***")
+
+    def hide(match: re.Match) -> str:
+        if not _looks_like_key(match[0]):
+            return match[0]
+        return "Bearer ***" if match[0][:6].lower() == "bearer" else "***"
+
+    return _KEY_LIKE.sub(hide, text)
+
+
+def trim(text: str, limit: int = PROVIDER_MESSAGE_CHARS) -> str:
+    """``text`` on one line, cut to at most ``limit`` characters (an ellipsis marks a cut)."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+async def first_event_deadline(open_stream: Callable[[], AsyncIterator[Event]]) -> AsyncIterator[Event]:
+    """The events of ``open_stream()``, its first within
+    ``CHAT_PROVIDER_FIRST_BYTE_TIMEOUT`` seconds, else the call is made anew
+    (up to ``CHAT_PROVIDER_MAX_RETRIES`` times) while
+    ``CHAT_PROVIDER_TOTAL_TIMEOUT`` has time left, then a TIMEOUT error.
+
+    The SDKs' own timeout is per read and per attempt (60 s, three attempts:
+    three minutes on a hung server); this bounds what the person waits for.
+    The deadlines end with the first event: a reply that has begun is bounded
+    only by the read timeout between its chunks.  0 turns a deadline off.
+    """
+    loop = asyncio.get_running_loop()
+    first, total = settings.CHAT_PROVIDER_FIRST_BYTE_TIMEOUT, settings.CHAT_PROVIDER_TOTAL_TIMEOUT
+    ends = loop.time() + total if total > 0 else None
+    attempts = max(settings.CHAT_PROVIDER_MAX_RETRIES, 0) + 1
+    for attempt in range(1, attempts + 1):
+        deadlines = [loop.time() + first] if first > 0 else []
+        deadline = min(deadlines + ([ends] if ends is not None else []), default=None)
+        async with contextlib.aclosing(open_stream()) as stream:
+            try:
+                async with asyncio.timeout_at(deadline) as waiting:
+                    event = await anext(stream)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                if not waiting.expired():
+                    raise
+                if attempt < attempts and (ends is None or loop.time() < ends):
+                    continue
+                waited = total if deadline == ends else first
+                detail = f"no event within {waited:g} s (attempt {attempt} of {attempts})"
+                raise provider_error(ErrorKind.TIMEOUT, key_env="", detail=detail) from None
+            yield event
+            async for event in stream:
+                yield event
+            return
 
 
 class ClientCache:

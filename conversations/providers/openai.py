@@ -73,7 +73,10 @@ FINISH_REASONS = {
     "tool_calls": FinishReason.TOOL_CALLS,
     "function_call": FinishReason.TOOL_CALLS,
 }
-# Mid-stream error frames carry no status: classify them by type/code.
+# Error bodies' code/type: they narrow the kind the HTTP status gives
+# (base.kind_for_status) and decide alone only for a mid-stream error frame,
+# which carries no status.  DashScope (Qwen) refuses content with
+# ``data_inspection_failed``; OpenAI's 429 ``insufficient_quota`` is a bill.
 _KINDS_BY_TYPE = {
     "rate_limit_exceeded": ErrorKind.RATE_LIMIT,
     "rate_limit_error": ErrorKind.RATE_LIMIT,
@@ -84,6 +87,8 @@ _KINDS_BY_TYPE = {
     "invalid_request_error": ErrorKind.BAD_REQUEST,
     "content_filter": ErrorKind.CONTENT_FILTER,
     "content_policy_violation": ErrorKind.CONTENT_FILTER,
+    "data_inspection_failed": ErrorKind.CONTENT_FILTER,
+    "insufficient_quota": ErrorKind.BILLING,
 }
 
 # OpenAI's reasoning models, when the catalogue does not say: o1, o3-mini, o4-mini, gpt-5…
@@ -354,13 +359,15 @@ def _error(exc: Exception, api_key: str) -> ProviderError:
     if not isinstance(exc, openai.APIError):
         return provider_error(ErrorKind.SERVER, key_env=KEY_ENV, detail=f"{type(exc).__name__}: {exc}", secret=api_key)
     body = exc.body if isinstance(exc.body, dict) else {}
-    detail = body.get("message") if isinstance(body.get("message"), str) else exc.message
-    type_kind = _KINDS_BY_TYPE.get(exc.code or "") or _KINDS_BY_TYPE.get(exc.type or "")
+    said = body.get("message") if isinstance(body.get("message"), str) else ""
+    code = exc.code if isinstance(exc.code, str) else ""  # OpenRouter's is a number
+    type_kind = _KINDS_BY_TYPE.get(code) or _KINDS_BY_TYPE.get(exc.type or "")
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
-        kind = kind_for_status(status)
-        if kind is ErrorKind.BAD_REQUEST and type_kind is ErrorKind.CONTENT_FILTER:
-            kind = ErrorKind.CONTENT_FILTER
-        return provider_error(kind, key_env=KEY_ENV, status=status, detail=detail, secret=api_key)
+        kind = kind_for_status(status, type_kind)
+        return provider_error(
+            kind, key_env=KEY_ENV, status=status, detail=said or exc.message, secret=api_key, provider_message=said
+        )
     # A ``data: {"error": ...}`` frame in the middle of a stream.
-    return provider_error(type_kind or ErrorKind.SERVER, key_env=KEY_ENV, detail=detail, secret=api_key)
+    kind = type_kind or ErrorKind.SERVER
+    return provider_error(kind, key_env=KEY_ENV, detail=said or exc.message, secret=api_key, provider_message=said)

@@ -32,6 +32,7 @@ from devtools.fakeprovider.anthropic_format import ANTHROPIC_ERRORS, SIGNATURE
 from devtools.fakeprovider.openai_format import OPENAI_ERRORS
 from devtools.fakeprovider.scenarios import (
     BASE_TOKENS,
+    ERROR_MESSAGES,
     ERROR_STATUSES,
     REASONING_TOKENS,
     SCENARIOS,
@@ -48,6 +49,7 @@ from devtools.fakeprovider.server import FakeProvider, RecordedRequest
 __all__ = [
     "ANTHROPIC_ERRORS",
     "BASE_TOKENS",
+    "ERROR_MESSAGES",
     "ERROR_STATUSES",
     "OPENAI_ERRORS",
     "REASONING_TOKENS",

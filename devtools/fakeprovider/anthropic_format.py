@@ -31,6 +31,7 @@ SIGNATURE = "ZmFrZS1zaWduYXR1cmU="
 ANTHROPIC_ERRORS = {
     400: ("invalid_request_error", "Invalid request (fake bad request)."),
     401: ("authentication_error", "invalid x-api-key"),
+    402: ("billing_error", "Your credit balance is too low to access the Anthropic API."),
     403: ("permission_error", "Your API key does not have permission to use the specified resource."),
     404: ("not_found_error", "model not found"),
     429: ("rate_limit_error", "Number of requests has exceeded your rate limit."),

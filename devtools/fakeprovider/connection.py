@@ -20,6 +20,7 @@ _PHRASES = {
     200: "OK",
     400: "Bad Request",
     401: "Unauthorized",
+    402: "Payment Required",
     403: "Forbidden",
     404: "Not Found",
     429: "Too Many Requests",

@@ -27,6 +27,7 @@ from devtools.fakeprovider.scenarios import (
 OPENAI_ERRORS = {
     400: ("invalid_request_error", None, "Invalid request (fake bad request)."),
     401: ("invalid_request_error", "invalid_api_key", "Incorrect API key provided."),
+    402: ("unknown_error", "invalid_request_error", "Insufficient Balance"),  # DeepSeek's
     403: ("invalid_request_error", "model_not_allowed", "You are not allowed to use this model."),
     404: ("invalid_request_error", "model_not_found", "The model does not exist or you do not have access to it."),
     429: ("requests", "rate_limit_exceeded", "Rate limit reached for requests."),

@@ -11,8 +11,12 @@ Scenarios are chosen per request by the model name::
              fails=<int>         flaky-429: failures before success (default 1)
              error=<type>        midstream-error and error-<status>: the error
                                  type (Anthropic) / code (OpenAI) sent
+             message=<name>      error-<status>: one of ``ERROR_MESSAGES`` as
+                                 the error's message
 
-    e.g. "fake-long@tokens=500,delay=0.002", "fake-normal@first_delay=0.5"
+    e.g. "fake-long@tokens=500,delay=0.002", "fake-normal@first_delay=0.5",
+         "fake-error-401@error=api_error" (a server calling every error api_error),
+         "fake-error-400@error=data_inspection_failed,message=data-inspection" (DashScope)
 
 Scenarios (``SCENARIOS``):
 
@@ -28,11 +32,14 @@ midstream-error  half the tokens, then an error frame (OpenAI ``data: {"error":�
 disconnect       half the tokens, then the server closes the TCP connection
                  in the middle of the chunked body
 stall            half the tokens, then silence until the client hangs up
+no-body          the stream's response headers, then silence until the client hangs up
+no-headers       the request is read, then silence (not even headers) until the client hangs up
 flaky-429        429 for the first ``fails`` requests with the same body, then normal
 timestamped      every token is ``t<time.time_ns()> `` (its send time), for benchmarks
 markdown         as timestamped, each stamp inside markdown (headings, bold, code
                  spans, lists, a table, a fenced block) from ``MARKDOWN_TOKENS``
-error-<status>   that HTTP error before any streaming: 400 401 403 404 429 500 529
+error-<status>   that HTTP error before any streaming: 400 401 402 403 404 429 500 529
+                 (402 with DeepSeek's body, "Insufficient Balance", on the OpenAI side)
 
 Servers that bend the wire formats (streaming requests; a non-streaming one
 gets the normal reply unless said otherwise):
@@ -91,6 +98,8 @@ SCENARIOS = (
     "midstream-error",
     "disconnect",
     "stall",
+    "no-body",
+    "no-headers",
     "flaky-429",
     "timestamped",
     "markdown",
@@ -106,13 +115,30 @@ SCENARIOS = (
     "reasoning-model",
     "error-400",
     "error-401",
+    "error-402",
     "error-403",
     "error-404",
     "error-429",
     "error-500",
     "error-529",
 )
-ERROR_STATUSES = (400, 401, 403, 404, 429, 500, 529)
+ERROR_STATUSES = (400, 401, 402, 403, 404, 429, 500, 529)
+# Error messages a name can ask for with ``message=``: providers' real ones,
+# and one long enough to be trimmed that echoes key-like strings and HTML.
+ERROR_MESSAGES = {
+    "data-inspection": "Input data may contain inappropriate content.",
+    "context-length": (
+        "This model's maximum context length is 8192 tokens. However, your messages resulted in 9001 tokens. "
+        "Please reduce the length of the messages."
+    ),
+    "long-key": (
+        "Invalid request: <img src=x onerror=alert(1)> the proxy rejected it. "
+        + "The upstream said the request was malformed in ways too numerous to list here. "
+        + "Key sk-ant-api03_AbCd_Ef01_2345_6789_ghIJ_klMN_op-QRst, header Bearer eyJhbGciOiJIUzI1NiJ9.e30.sig, "
+        + "session 0123456789abcdef0123456789abcdef01234567. "
+        + "Further explanation follows and goes on. " * 8
+    ),
+}
 
 # The reply's first tokens: multi-byte text whose grapheme clusters span
 # chunks ("👋" + skin tone "🏽"), and HTML that must be escaped downstream.
@@ -189,6 +215,7 @@ class Plan:
     first_delay: float
     fails: int = 1
     error: str | None = None
+    message: str = ""  # an error's message, from ERROR_MESSAGES
 
     @property
     def partial(self) -> bool:
@@ -261,6 +288,8 @@ def parse_model(model: object, tokens: int = 20, delay: float = 0.005, first_del
                 plan = replace(plan, fails=int(value))
             elif key == "error":
                 plan = replace(plan, error=value)
+            elif key == "message" and value in ERROR_MESSAGES:
+                plan = replace(plan, message=ERROR_MESSAGES[value])
             else:
                 return None
         except ValueError:
@@ -278,7 +307,7 @@ def expected_text(model_name: str, tokens: int | None = None, max_tokens: int | 
     plan = parse_model(model_name, tokens=20 if tokens is None else tokens)
     if plan is None or plan.scenario in ("timestamped", "markdown"):
         raise ValueError(f"no deterministic text for {model_name!r}")
-    if plan.scenario.startswith("error-"):
+    if plan.scenario.startswith("error-") or plan.scenario.startswith("no-"):
         return ""
     return "".join(plan.text_tokens(max_tokens))
 

@@ -5,7 +5,7 @@ counts disconnects, routes ``/v1/chat/completions`` to ``openai_format`` and
 ``/v1/messages`` to ``anthropic_format``, lists its models at ``GET /v1/models``
 (in Anthropic's shape when the request has an ``anthropic-version`` header), and answers the errors that come
 before any streaming (auth, routes, unknown models, ``error-<status>``,
-``flaky-429``) itself.
+``flaky-429``) and the hung servers (``no-headers``, ``no-body``) itself.
 """
 
 from __future__ import annotations
@@ -230,7 +230,8 @@ class FakeProvider:
             await self._error(conn, flavour, 404, retry=False, message=f"model: {body.get('model')}")
             return True
         if plan.scenario.startswith("error-"):
-            await self._error(conn, flavour, int(plan.scenario[len("error-") :]), retry=False, kind=plan.error)
+            status = int(plan.scenario[len("error-") :])
+            await self._error(conn, flavour, status, retry=False, message=plan.message, kind=plan.error)
             return True
         if plan.scenario == "flaky-429" and self._flaky_fails(request, plan):
             await self._error(conn, flavour, 429, retry=True)
@@ -246,6 +247,11 @@ class FakeProvider:
                 await self._error(conn, flavour, 400, retry=False, message=problem)
                 return True
         async with conn.responding():
+            if plan.scenario in ("no-headers", "no-body"):
+                if plan.scenario == "no-body":
+                    await conn.start_stream({})
+                await conn.pause(3600)  # until the client gives up (or the server stops)
+                return False
             return await _WIRE_FORMATS[flavour].respond(conn, plan, body)
 
     def _authorised(self, headers: dict[str, str]) -> bool:

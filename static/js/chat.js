@@ -162,6 +162,29 @@
   }
   document.addEventListener("htmx:load", function (event) { addCodeButtons(event.detail.elt); });
 
+  // --- "Waiting for the model… N s": the server renders the words and the
+  // seconds waited so far (data-waited); this counts on from when the
+  // element appeared (page load, a new bubble, a joining tab's snapshot), by
+  // this browser's clock, and hides it once the reply's text or reasoning shows.
+  function tickWaiting() {
+    document.querySelectorAll(".msg-waiting").forEach(function (waiting) {
+      var bubble = waiting.closest(".msg");
+      var content = bubble && bubble.querySelector(".content");
+      var reasoning = bubble && bubble.querySelector(".thinking-body");
+      if ((content && content.textContent.trim()) || (reasoning && reasoning.textContent.trim())) {
+        waiting.remove();
+        return;
+      }
+      if (!waiting.dataset.seenAt) waiting.dataset.seenAt = String(Date.now());
+      var seconds = Number(waiting.dataset.waited || 0) + Math.floor((Date.now() - Number(waiting.dataset.seenAt)) / 1000);
+      var number = waiting.querySelector(".waited");
+      if (number && number.textContent !== String(seconds)) number.textContent = String(seconds);
+    });
+  }
+  setInterval(tickWaiting, 1000);
+  document.addEventListener("htmx:wsAfterMessage", tickWaiting);
+  document.addEventListener("htmx:load", tickWaiting);
+
   // --- connection state, shown in the header
   function setConnection(state) {
     var badge = $("#connection");
@@ -179,6 +202,7 @@
     var textarea = composerText();
     if (textarea) { grow(textarea); }
     addCodeButtons(document);
+    tickWaiting();
     var el = scroller();
     if (el) el.scrollTop = el.scrollHeight;
   });
