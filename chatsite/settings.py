@@ -258,6 +258,11 @@ CHAT_MAX_MESSAGE_CHARS = envint("CHAT_MAX_MESSAGE_CHARS", 32000)
 # written at once, and replies started in any 60 seconds.  0 turns a limit off.
 CHAT_MAX_CONCURRENT_REPLIES = envint("CHAT_MAX_CONCURRENT_REPLIES", 3)
 CHAT_REPLIES_PER_MINUTE = envint("CHAT_REPLIES_PER_MINUTE", 20)
+# The longest system prompt a conversation may set (it is sent with every
+# reply), and the most max_tokens a user may ask of a model without its own
+# ``max_tokens_limit`` option.
+CHAT_MAX_SYSTEM_PROMPT_CHARS = envint("CHAT_MAX_SYSTEM_PROMPT_CHARS", 16000)
+CHAT_MAX_TOKENS_LIMIT = envint("CHAT_MAX_TOKENS_LIMIT", 32000)
 CHAT_FRAME_INTERVAL_MS = envint("CHAT_FRAME_INTERVAL_MS", 50)
 # A conversation page shows its newest CHAT_PAGE_MESSAGES messages; earlier
 # ones load as the reader scrolls up (or all at once with ?all=1, without JavaScript).

@@ -219,7 +219,8 @@ def _request_for(turn: _Turn, spec: ModelSpec, *, continuation: bool) -> ChatReq
         messages=messages,
         system=conversation.system_prompt,
         temperature=conversation.temperature,
-        max_tokens=conversation.max_tokens,
+        # A limit lowered (or a model changed) since the conversation set it still holds.
+        max_tokens=min(conversation.max_tokens, spec.max_tokens_allowed()) if conversation.max_tokens else None,
         extra={"continuation": True} if continuation else {},
     )
 

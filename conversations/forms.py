@@ -39,10 +39,24 @@ class ConversationSettingsForm(forms.ModelForm):
             raise forms.ValidationError(_("Temperature must be between 0 and 2."))
         return value
 
+    def clean_system_prompt(self) -> str:
+        value = self.cleaned_data["system_prompt"]
+        if len(value) > settings.CHAT_MAX_SYSTEM_PROMPT_CHARS:
+            raise forms.ValidationError(
+                _("That system prompt is too long (%(length)s characters; the limit is %(limit)s).")
+                % {"length": len(value), "limit": settings.CHAT_MAX_SYSTEM_PROMPT_CHARS}
+            )
+        return value
+
     def clean_max_tokens(self):
+        from conversations import providers
+
         value = self.cleaned_data["max_tokens"]
-        if value is not None and not 1 <= value <= 200_000:
-            raise forms.ValidationError(_("Max tokens must be between 1 and 200000."))
+        spec = providers.get_model(self.instance.model_key)
+        limit = spec.max_tokens_allowed() if spec else settings.CHAT_MAX_TOKENS_LIMIT
+        if value is not None and not 1 <= value <= limit:
+            message = _("Max tokens must be between 1 and %(limit)s for this model.")
+            raise forms.ValidationError(message % {"limit": limit})
         return value
 
 

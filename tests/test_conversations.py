@@ -120,6 +120,30 @@ def test_it_rejects_an_out_of_range_temperature(alice_client, conversation):
     assert conversation.temperature is None
 
 
+def test_a_system_prompt_over_the_limit_is_refused_and_the_old_one_kept(alice_client, conversation, settings):
+    settings.CHAT_MAX_SYSTEM_PROMPT_CHARS = 100
+    conversation.system_prompt = "Be brief."
+    conversation.save()
+    url = reverse("update_settings", args=[conversation.id])
+    response = alice_client.post(url, {"system_prompt": "长" * 101, "temperature": "", "max_tokens": ""}, follow=True)
+    conversation.refresh_from_db()
+    assert conversation.system_prompt == "Be brief."
+    assert "too long (101 characters; the limit is 100)" in response.content.decode()
+
+
+def test_max_tokens_are_capped_per_model(alice_client, conversation, settings):
+    settings.CHAT_MAX_TOKENS_LIMIT = 1000
+    url = reverse("update_settings", args=[conversation.id])
+    response = alice_client.post(url, {"system_prompt": "", "temperature": "", "max_tokens": "200000"}, follow=True)
+    conversation.refresh_from_db()
+    assert conversation.max_tokens is None
+    assert "between 1 and 1000 for this model" in response.content.decode()
+    settings.CHAT_MODEL_OPTIONS = {"demo:demo": {"max_tokens_limit": 300000}}
+    alice_client.post(url, {"system_prompt": "", "temperature": "", "max_tokens": "200000"})
+    conversation.refresh_from_db()
+    assert conversation.max_tokens == 200000
+
+
 def test_it_follows_the_newest_branch(conversation):
     question = Message.objects.create(conversation=conversation, role="user", content="Q")
     Message.objects.create(

@@ -69,3 +69,16 @@ async def test_another_users_replies_do_not_count_against_mine(alice, charlie, c
         await send(communicator, action="send", text="hello")
         assert delta_text(await until_final(communicator)) == expected_text("fake-normal")
         await communicator.disconnect()
+
+
+async def test_a_stored_max_tokens_above_the_models_limit_is_sent_capped(
+    alice, conversation, openai_fake, fake_provider, settings
+):
+    settings.CHAT_MAX_TOKENS_LIMIT = 100
+    await database_sync_to_async(Conversation.objects.filter(pk=conversation.pk).update)(max_tokens=200000)
+    await sync_to_async(openai_fake)(conversation, "fake-normal")
+    communicator = await connect(alice, conversation)
+    await send(communicator, action="send", text="hello")
+    await until_final(communicator)
+    await communicator.disconnect()
+    assert fake_provider.requests[-1].json["max_tokens"] == 100

@@ -165,6 +165,10 @@ class ModelSpec:
     reasoning_effort: str | None = None  # OpenAI reasoning models' "low" / "medium" / "high"
     extra_body: dict | None = field(default=None, hash=False)  # merged into the request body
     endpoint: Endpoint | None = None
+    max_tokens_limit: int | None = None  # the most max_tokens a user may ask for; None: CHAT_MAX_TOKENS_LIMIT
+
+    def max_tokens_allowed(self) -> int:
+        return self.max_tokens_limit or settings.CHAT_MAX_TOKENS_LIMIT
 
     @property
     def endpoint_name(self) -> str:

@@ -166,6 +166,7 @@ _OPTION_TYPES = {
     "reasoning_model": (bool, type(None)),
     "reasoning_effort": (str, type(None)),
     "extra_body": (dict, type(None)),
+    "max_tokens_limit": (int, type(None)),
 }
 THINKING_STYLES = ("", "enable_thinking", "thinking_type")
 
