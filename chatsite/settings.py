@@ -7,6 +7,7 @@ OPENAI_BASE_URL, ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL) at call time.
 
 import os
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -66,6 +67,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "template_partials",
     "conversations",
+    "axes",
 ]
 # Development tools (devtools/: the fake provider, the benchmarks, their
 # instrumentation): on by default with DJANGO_DEBUG and in tests, off in production.
@@ -86,6 +88,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "chatsite.middleware.PrivateNoStoreMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as django-axes asks
 ]
 
 ROOT_URLCONF = "chatsite.urls"
@@ -177,6 +180,16 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 LOGIN_URL = "login"
+# django-axes: after CHAT_LOGIN_FAILURES wrong passwords for one username from
+# one address, that pair is locked out for CHAT_LOGIN_COOLOFF_MINUTES (counted
+# in the database, so every worker agrees); a success resets the count.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = envint("CHAT_LOGIN_FAILURES", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=envfloat("CHAT_LOGIN_COOLOFF_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "conversations.views.locked_out"
+AXES_VERBOSE = False
 LOGIN_REDIRECT_URL = "index"
 LOGOUT_REDIRECT_URL = "login"
 CHAT_SIGNUP = os.environ.get("CHAT_SIGNUP", "open").strip().lower()  # "open" or "closed"

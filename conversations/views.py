@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 from uuid import UUID
 
 from asgiref.sync import sync_to_async
@@ -314,3 +315,10 @@ def feedback(request: HttpRequest, conversation_id: UUID, message_id: UUID) -> H
     if error:
         flash.error(request, error)
     return redirect(f"{conv.get_absolute_url()}#msg-{msg.id}")
+
+
+def locked_out(request: HttpRequest, credentials: dict | None = None, *args, **kwargs) -> HttpResponse:
+    """django-axes' answer to a locked-out log-in (AXES_LOCKOUT_CALLABLE): 429, saying for how long."""
+    minutes = max(1, math.ceil(settings.AXES_COOLOFF_TIME.total_seconds() / 60))
+    context = {"failure_limit": settings.AXES_FAILURE_LIMIT, "minutes": minutes}
+    return render(request, "registration/locked_out.html", context, status=429)

@@ -60,3 +60,29 @@ def test_it_requires_login_for_conversations(client, conversation):
     response = client.get(conversation.get_absolute_url())
     assert response.status_code == 302
     assert response["Location"].startswith(reverse("login"))
+
+
+def test_wrong_passwords_lock_the_account_out_from_that_address_and_say_for_how_long(client, alice, settings):
+    for _ in range(settings.AXES_FAILURE_LIMIT - 1):
+        response = client.post(reverse("login"), {"username": "alice", "password": "wrong"})
+        assert response.status_code == 200  # the form again, with its error
+    response = client.post(reverse("login"), {"username": "alice", "password": "wrong"})
+    assert response.status_code == 429
+    assert (
+        "Too many failed log-ins" in response.content.decode()
+        and "Try again in 15 minutes" in response.content.decode()
+    )
+    # Even the right password is refused during the pause.
+    response = client.post(reverse("login"), {"username": "alice", "password": "alice-password-123"})
+    assert response.status_code == 429
+    assert "_auth_user_id" not in client.session
+
+
+def test_a_right_password_before_the_limit_logs_in_and_resets_the_count(client, alice, settings):
+    for _ in range(settings.AXES_FAILURE_LIMIT - 1):
+        client.post(reverse("login"), {"username": "alice", "password": "wrong"})
+    response = client.post(reverse("login"), {"username": "alice", "password": "alice-password-123"})
+    assert response.status_code == 302
+    client.logout()
+    response = client.post(reverse("login"), {"username": "alice", "password": "wrong"})
+    assert response.status_code == 200
