@@ -276,6 +276,9 @@ CHAT_REPLIES_PER_MINUTE = envint("CHAT_REPLIES_PER_MINUTE", 20)
 # ``max_tokens_limit`` option.
 CHAT_MAX_SYSTEM_PROMPT_CHARS = envint("CHAT_MAX_SYSTEM_PROMPT_CHARS", 16000)
 CHAT_MAX_TOKENS_LIMIT = envint("CHAT_MAX_TOKENS_LIMIT", 32000)
+# Conversations idle this many days are deleted by `manage.py purgeconversations`
+# (run it from cron or a systemd timer); 0 keeps everything.
+CHAT_RETENTION_DAYS = envfloat("CHAT_RETENTION_DAYS", 0)
 CHAT_FRAME_INTERVAL_MS = envint("CHAT_FRAME_INTERVAL_MS", 50)
 # A conversation page shows its newest CHAT_PAGE_MESSAGES messages; earlier
 # ones load as the reader scrolls up (or all at once with ?all=1, without JavaScript).

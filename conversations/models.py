@@ -12,6 +12,7 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import models, transaction
@@ -35,6 +36,10 @@ class ConversationQuerySet(models.QuerySet):
 
     def active(self) -> ConversationQuerySet:
         return self.filter(archived=False)
+
+    def idle_for(self, days: float) -> ConversationQuerySet:
+        """Conversations with no activity (no message, rename or setting) for ``days``."""
+        return self.filter(updated_at__lt=timezone.now() - timedelta(days=days))
 
     def by_activity(self) -> ConversationQuerySet:
         return self.order_by("-updated_at", "-created_at")
