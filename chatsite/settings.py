@@ -248,6 +248,7 @@ LOGGING = {
         "anthropic": {"level": "WARNING"},
         "httpx": {"level": "WARNING"},
         "httpx2": {"level": "WARNING"},
+        "axes": {"level": "WARNING"},  # a line per log-in otherwise; lockouts are warnings
     },
 }
 
