@@ -31,7 +31,9 @@ class StreamView:
         if snapshot:
             done_at, open_at = DONE_PART.search(snapshot), OPEN_PART.search(snapshot)
             self.done = snapshot[done_at.end() : open_at.start()].removesuffix("</div>")
-            chunk = snapshot[open_at.end() : snapshot.index('<span class="typing"')].rstrip()
+            end = snapshot.index('<span class="typing"')
+            waiting = snapshot.find('<p class="msg-waiting"', open_at.end(), end)  # not the reply's text
+            chunk = snapshot[open_at.end() : waiting if waiting >= 0 else end].rstrip()
             assert chunk.endswith("</div></div>"), chunk
             self.open = chunk.removesuffix("</div></div>")
 
