@@ -272,7 +272,7 @@ def test_it_indents_every_fork_however_deep(rita_client, conversation):
     body = _body(rita_client.get(_review_url(conversation)))
 
     for depth in range(8):
-        assert body.count(f'style="--depth: {depth}"') == 2
+        assert body.count(f'data-depth="{depth}"') == 2  # indented by review.css (no inline style under the CSP)
 
 
 def test_it_gives_superusers_the_review_permission(root_client, secret):

@@ -355,3 +355,43 @@ def test_the_thinking_section_is_open_while_thinking_and_folds_when_the_answer_s
     summary = page.locator(".msg-assistant details.thinking summary").inner_text()
     assert summary in ("Thought for 1 second", f"Thought for {reply.thought_seconds} seconds")
     assert not page.locator(".msg-assistant details.thinking").evaluate("el => el.open")
+
+
+@pytest.fixture
+def strict_page(chat_server, browser):
+    """A page that keeps the site's Content-Security-Policy (``page`` bypasses it for Playwright's helpers)."""
+    context = browser.new_context(base_url=chat_server.url)
+    page = context.new_page()
+    page.set_default_timeout(15000)
+    yield page
+    context.close()
+
+
+def test_the_page_works_under_its_content_security_policy_which_blocks_an_injected_inline_script(strict_page):
+    page = strict_page
+    refused = []
+    page.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
+    alice = get_user_model().objects.create_user("alice", password=PASSWORD)
+    response = page.goto("/accounts/login/")
+    policy = response.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy and "style-src 'self'" in policy
+    page.fill("input[name=username]", "alice")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url("**/")
+
+    _open(page, alice, "openai:fake-normal")  # htmx and the websocket, under the policy
+    _send(page, "hello under the policy 你好")
+    page.wait_for_selector('.msg-assistant[data-status="complete"]')
+    assert "hello under the policy 你好" in page.locator(".msg-user .content").inner_text()
+    assert refused == []  # nothing of ours is refused
+
+    ran = page.evaluate(
+        """() => new Promise(resolve => {
+            document.addEventListener("securitypolicyviolation", () => resolve(window.injected === true), {once: true});
+            const script = document.createElement("script");
+            script.textContent = "window.injected = true";
+            document.body.appendChild(script);
+        })"""
+    )
+    assert ran is False

@@ -18,7 +18,7 @@ def test_it_streams_a_message_into_both_pages_on_two_workers(browser, workers):
     a, b = workers
     alice = get_user_model().objects.create_user("alice", password="alice-password-123")
     conversation = Conversation.objects.create(owner=alice, model_key="openai:fake-normal")
-    context = browser.new_context()
+    context = browser.new_context(bypass_csp=True)  # for wait_for_function (see conftest.page)
     context.set_default_timeout(20000)
     on_a, on_b = context.new_page(), context.new_page()
     on_a.goto(f"{a.url}/accounts/login/")

@@ -51,7 +51,7 @@ def titling_server(django_db_setup, django_db_blocker, browser_fake_provider):
 @pytest.fixture
 def alice_page(titling_server, browser, alice):
     """A page of alice's, logged in through the login form, with any dialog recorded."""
-    context = browser.new_context(base_url=titling_server.url, viewport={"width": 1100, "height": 800})
+    context = browser.new_context(base_url=titling_server.url, viewport={"width": 1100, "height": 800}, bypass_csp=True)
     page = context.new_page()
     page.set_default_timeout(15000)
     page.dialogs = []
