@@ -124,6 +124,13 @@ class Endpoint:
     def api_key(self) -> str:
         return os.environ.get(self.key_env, "") if self.key_env else ""
 
+    def required_key(self) -> str:
+        """The key from the environment ("" for a keyless endpoint); an AUTH ProviderError when it is unset."""
+        api_key = self.api_key()
+        if self.key_env and not api_key:
+            raise provider_error(ErrorKind.AUTH, key_env=self.key_env, detail=f"{self.key_env} is not set")
+        return api_key
+
     def is_available(self) -> bool:
         """True while the key is in the environment, or none is needed."""
         return not self.key_env or bool(self.api_key())

@@ -113,7 +113,7 @@ class OpenAIProvider(Provider):
         client.chat.completions.with_streaming_response  # noqa: B018
 
     def list_models(self, endpoint: Endpoint) -> list[str]:
-        api_key = _key(endpoint)
+        api_key = endpoint.required_key()
         connect, read = settings.CHAT_PROVIDER_CONNECT_TIMEOUT, settings.CHAT_PROVIDER_READ_TIMEOUT
         client = openai.OpenAI(
             api_key=api_key or KEYLESS,
@@ -183,17 +183,9 @@ class OpenAIProvider(Provider):
         return events
 
 
-def _key(endpoint: Endpoint) -> str:
-    """The endpoint's key from the environment ("" for a keyless one); AUTH error when it is unset."""
-    api_key = endpoint.api_key()
-    if endpoint.key_env and not api_key:
-        raise provider_error(ErrorKind.AUTH, key_env=endpoint.key_env, detail=f"{endpoint.key_env} is not set")
-    return api_key
-
-
 def _client(endpoint: Endpoint) -> tuple[openai.AsyncOpenAI, str]:
     """The cached client for ``endpoint`` as the environment and settings are now, and its key."""
-    api_key = _key(endpoint)
+    api_key = endpoint.required_key()
     base_url, headers = endpoint.base_url, endpoint.http_headers()
     retries = settings.CHAT_PROVIDER_MAX_RETRIES
     connect, read = settings.CHAT_PROVIDER_CONNECT_TIMEOUT, settings.CHAT_PROVIDER_READ_TIMEOUT
