@@ -26,9 +26,9 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
-from conversations import durability, frames, generation, providers
+from conversations import durability, frames, generation, providers, usage
 from conversations.generation import Generation
-from conversations.models import TITLE_CHARS, Conversation, Feedback, Message
+from conversations.models import CHARS_PER_TOKEN, TITLE_CHARS, Conversation, Feedback, Message, RunUsage, UsageDay
 from conversations.providers.base import ChatMessage, ChatRequest, ModelSpec, ProviderError, TextDelta, Usage
 
 logger = logging.getLogger(__name__)
@@ -116,6 +116,9 @@ def _check_limits(user) -> None:
                 )
                 % {"count": per_minute, "seconds": wait}
             )
+    refusal = usage.budget_refusal(user)
+    if refusal:
+        raise ReplyRefused(refusal)
 
 
 @database_sync_to_async
@@ -324,24 +327,32 @@ async def write_title(reply: Message) -> None:
             max_tokens=TITLE_MAX_TOKENS,
             tags=("title",),
         )
-        text, usage = [], None
+        text, used = [], None
         async with asyncio.timeout(settings.CHAT_TITLE_TIMEOUT_SECONDS):
             async for event in providers.get_provider(spec.provider).events(request):
                 if isinstance(event, TextDelta):
                     text.append(event.text)
                 elif isinstance(event, Usage):
-                    usage = event
+                    used = event
+        await database_sync_to_async(UsageDay.add)(spec.key, _title_usage(used, text), user_id=conversation.owner_id)
         title = clean_title("".join(text))
         if not title:
             logger.warning("no title for conversation %s: the model answered nothing usable", conversation.id)
             return
-        tokens = (usage.input_tokens, usage.output_tokens) if usage else (None, None)
+        tokens = (used.input_tokens, used.output_tokens) if used else (None, None)
         if await database_sync_to_async(conversation.take_model_title)(title, spec.key, *tokens):
             await frames.broadcast(conversation.id, await database_sync_to_async(frames.title)(conversation))
     except (ProviderError, TimeoutError) as exc:
         logger.warning("no title for conversation of reply %s: %s", reply.id, exc)
     except Exception:
         logger.exception("no title for conversation of reply %s", reply.id)
+
+
+def _title_usage(used: Usage | None, text: list[str]) -> RunUsage:
+    if used and used.input_tokens is not None and used.output_tokens is not None:
+        return RunUsage(used.input_tokens, used.output_tokens)
+    estimate = math.ceil(len("".join(text)) / CHARS_PER_TOKEN)
+    return RunUsage((used and used.input_tokens) or 0, (used and used.output_tokens) or estimate, metered=False)
 
 
 @database_sync_to_async

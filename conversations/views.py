@@ -15,7 +15,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from conversations import actions, providers
+from conversations import actions, providers, usage
 from conversations.forms import (
     ConversationSettingsForm,
     FeedbackForm,
@@ -315,6 +315,13 @@ def feedback(request: HttpRequest, conversation_id: UUID, message_id: UUID) -> H
     if error:
         flash.error(request, error)
     return redirect(f"{conv.get_absolute_url()}#msg-{msg.id}")
+
+
+@require_GET
+def usage_page(request: HttpRequest) -> HttpResponse:
+    """What the user's budgets leave, and what they used by model by day."""
+    context = {"budgets": usage.budgets_for(request.user), "days": usage.daily_usage(request.user)}
+    return render(request, "conversations/usage.html", _page_context(request, **context))
 
 
 def locked_out(request: HttpRequest, credentials: dict | None = None, *args, **kwargs) -> HttpResponse:
