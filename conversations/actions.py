@@ -383,6 +383,11 @@ def sessions_changed(sender, user=None, instance=None, **kwargs) -> None:
     account = user if user is not None else instance
     if account is None or account.pk is None:
         return
+    request = kwargs.get("request")
+    if request is not None and hasattr(request, "session"):
+        # user_logged_out fires before logout() flushes the session: flush it
+        # now, or a worker that checks at once still finds it standing.
+        request.session.flush()
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:  # the usual case: a sync view or command, no loop in this thread

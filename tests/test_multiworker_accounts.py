@@ -1,14 +1,17 @@
-"""Per-user limits and budgets hold across two real worker processes on one
-database and one Redis: what one worker started or recorded counts in the other."""
+"""Per-user limits, budgets and sessions hold across two real worker processes
+on one database and one Redis: what one worker started or recorded counts in
+the other, and a session that ends closes the user's sockets on both."""
 
 import asyncio
 import json
 
 import pytest
 import websockets
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.test import Client
+from django.urls import reverse
 
 from conversations.models import Budget, Conversation, Message, UsageDay
 from tests.livesite import two_workers
@@ -38,11 +41,27 @@ def limited_workers(django_db_setup, django_db_blocker, multi_fake):
 
 
 @database_sync_to_async
-def _conversations(alice, n: int) -> tuple[list[Conversation], str]:
-    client = Client()
+def _conversations(alice, n: int, client: Client | None = None) -> tuple[list[Conversation], str]:
+    client = client or Client()
     client.force_login(alice)
     made = [Conversation.objects.create(owner=alice, model_key="openai:fake-normal") for _ in range(n)]
     return made, f"sessionid={client.cookies['sessionid'].value}"
+
+
+async def _joined(ws) -> None:
+    """Once a frame is answered, the socket's handshake (joining the user's group) is done."""
+    await ws.send(json.dumps({"action": "nope"}))
+    await _until(ws, lambda f: "Unknown action." in f)
+
+
+async def _closed_with(ws, frame: str | None = None) -> int:
+    """The code the socket is closed with (sending ``frame`` first, if it is still open)."""
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        if frame is not None:
+            await ws.send(frame)
+        while True:
+            await asyncio.wait_for(ws.recv(), 20)
+    return closed.value.rcvd.code
 
 
 def _connect(worker, conversation, cookie):
@@ -111,3 +130,27 @@ async def test_what_a_reply_used_on_one_worker_counts_against_the_budget_on_the_
     assert used.calls == 1 and used.input_tokens + used.output_tokens > 5
     assert "You have used your daily budget (" in refusal and "of 5 tokens)" in refusal
     assert await _user_texts(alice) == ["nothing used yet"]
+
+
+async def test_logging_out_closes_the_users_sockets_on_both_workers(limited_workers, alice):
+    a, b = limited_workers
+    client = Client()
+    (first, second), cookie = await _conversations(alice, 2, client)
+    async with _connect(a, first, cookie) as on_a, _connect(b, second, cookie) as on_b:
+        await _joined(on_a)
+        await _joined(on_b)
+        await sync_to_async(client.post)(reverse("logout"))
+        assert [await _closed_with(on_a), await _closed_with(on_b)] == [4401, 4401]
+
+
+async def test_a_deactivated_account_can_send_through_neither_worker(limited_workers, alice):
+    a, b = limited_workers
+    (first,), cookie = await _conversations(alice, 1)
+    async with _connect(b, first, cookie) as on_b:
+        await _joined(on_b)
+        alice.is_active = False
+        await database_sync_to_async(alice.save)(update_fields=["is_active"])
+        assert await _closed_with(on_b) == 4401
+    async with _connect(a, first, cookie) as on_a:
+        assert await _closed_with(on_a, json.dumps({"action": "send", "text": "after deactivation"})) == 4401
+    assert await _user_texts(alice) == []
