@@ -4,6 +4,7 @@ import math
 from uuid import UUID
 
 from asgiref.sync import sync_to_async
+from axes.helpers import get_client_ip_address
 from django.conf import settings
 from django.contrib import messages as flash
 from django.contrib.auth import get_user_model, login
@@ -13,6 +14,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from conversations import actions, providers
@@ -25,7 +27,7 @@ from conversations.forms import (
     SignupForm,
     StartForm,
 )
-from conversations.models import Conversation, Feedback
+from conversations.models import Conversation, Feedback, SignupAttempt
 
 
 def _get_conversation_for_user(request: HttpRequest, conversation_id: UUID) -> Conversation:
@@ -57,17 +59,32 @@ def signup(request: HttpRequest) -> HttpResponse:
         return redirect("index")
 
     form = SignupForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
+    if request.method == "POST":
+        address = get_client_ip_address(request) or ""
+        user = None
         with transaction.atomic():
-            user = form.save()
-            # The first account on an empty database administers the install,
-            # so a fresh install needs no createsuperuser step (as Open WebUI).
-            first_pk = get_user_model().objects.order_by("pk").values_list("pk", flat=True).first()
-            if first_pk == user.pk:
-                user.is_staff = user.is_superuser = True
-                user.save(update_fields=["is_staff", "is_superuser"])
-        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-        return redirect("index")
+            wait = SignupAttempt.wait_for(address)
+            if wait is None and form.is_valid():
+                user = form.save()
+                SignupAttempt.record(address)
+                # The first account on an empty database administers the install,
+                # so a fresh install needs no createsuperuser step (as Open WebUI).
+                first_pk = get_user_model().objects.order_by("pk").values_list("pk", flat=True).first()
+                if first_pk == user.pk:
+                    user.is_staff = user.is_superuser = True
+                    user.save(update_fields=["is_staff", "is_superuser"])
+        if wait is not None:
+            # The form comes back as typed but for the passwords (never rendered back).
+            minutes = max(1, math.ceil(wait.total_seconds() / 60))
+            refused = ngettext(
+                "Too many accounts were created from your address. Try again in %(minutes)d minute.",
+                "Too many accounts were created from your address. Try again in %(minutes)d minutes.",
+                minutes,
+            ) % {"minutes": minutes}
+            return render(request, "registration/signup.html", {"form": form, "refused": refused}, status=429)
+        if user is not None:
+            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+            return redirect("index")
     return render(request, "registration/signup.html", {"form": form})
 
 
