@@ -345,7 +345,8 @@ class Generation:
         )
         try:
             await aclose_old_connections()
-            await database_sync_to_async(message.save_finished)()
+            if not await database_sync_to_async(message.save_finished)():
+                logger.info("reply %s ended after its conversation was deleted", message.id)
         except Exception:
             logger.exception("could not save reply %s", message.id)
         if not message.parameters.get("continuations"):
