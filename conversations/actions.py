@@ -385,6 +385,57 @@ def sessions_changed(sender, user=None, instance=None, **kwargs) -> None:
 _SESSION_CHECKS: set[asyncio.Task] = set()  # strong references until they are sent
 
 
+def account_deleted(sender, instance=None, **kwargs) -> None:
+    """Receiver of the user model's ``post_delete``: once the deletion is
+    committed (a socket reading the account before then would still find
+    it), the user's open sockets, on every worker, check and close."""
+    if instance is None or instance.pk is None:
+        return
+    pk = instance.pk  # Django clears instance.pk once every receiver has run
+    transaction.on_commit(lambda: sessions_changed(sender, user=_Deleted(pk)), robust=True)
+
+
+@dataclass
+class _Deleted:
+    pk: int
+
+
+async def delete_conversations(user, conversation_ids=None) -> int:
+    """Delete ``user``'s conversations (those of ``conversation_ids``, or all
+    of them) with their messages, each reply being written in them stopped
+    first, as Stop does (in whichever worker runs it).  Returns how many were
+    deleted.
+
+    A stopped reply is not waited for: a request holds the database thread
+    its final save needs.  That save then finds no row and says so
+    (``Message.save_finished``); the provider's stream is already closed."""
+    await aclose_old_connections()
+    owned, streaming = await _deletable(user, conversation_ids)
+    running = {g.conversation_id for g in generation.running()} & owned
+    for conversation_id in running | streaming:
+        if not generation.stop(conversation_id):
+            await frames.request_stop(conversation_id)
+    return await _delete(user, conversation_ids)
+
+
+def _owned_by(user, conversation_ids):
+    owned = Conversation.objects.filter(owner=user)
+    return owned if conversation_ids is None else owned.filter(pk__in=list(conversation_ids))
+
+
+@database_sync_to_async
+def _deletable(user, conversation_ids) -> tuple[set[UUID], set[UUID]]:
+    """The ids of the conversations to delete, and of those of them with a reply being written."""
+    owned = _owned_by(user, conversation_ids)
+    streaming = Message.objects.filter(conversation__in=owned).streaming().values_list("conversation_id", flat=True)
+    return set(owned.values_list("pk", flat=True)), set(streaming)
+
+
+@database_sync_to_async
+def _delete(user, conversation_ids) -> int:
+    return _owned_by(user, conversation_ids).delete()[1].get(Conversation._meta.label, 0)
+
+
 async def stop(conversation_id: UUID, user) -> None:
     """Stop the conversation's reply in whichever worker process runs it;
     Conversation.DoesNotExist unless ``user`` may open the conversation."""
