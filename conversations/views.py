@@ -7,19 +7,24 @@ from asgiref.sync import sync_to_async
 from axes.helpers import get_client_ip_address
 from django.conf import settings
 from django.contrib import messages as flash
-from django.contrib.auth import get_user_model, login
+from django.contrib.auth import alogout, get_user_model, login
 from django.contrib.auth.decorators import login_not_required
+from django.core.handlers.asgi import ASGIRequest
 from django.db import transaction
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
+from django.utils.cache import patch_cache_control
+from django.utils.http import content_disposition_header
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from conversations import actions, providers
+from conversations import actions, export, providers
 from conversations.forms import (
     ConversationSettingsForm,
+    DeleteAccountForm,
+    DeleteConversationsForm,
     FeedbackForm,
     MessageForm,
     ModelForm,
@@ -86,6 +91,61 @@ def signup(request: HttpRequest) -> HttpResponse:
             login(request, user, backend="django.contrib.auth.backends.ModelBackend")
             return redirect("index")
     return render(request, "registration/signup.html", {"form": form})
+
+
+def _render_settings(request: HttpRequest, status: int = 200, **bound) -> HttpResponse:
+    ctx = _page_context(
+        request,
+        conversation_count=Conversation.objects.filter(owner=request.user).count(),
+        conversations_form=bound.get("conversations_form") or DeleteConversationsForm(),
+        account_form=bound.get("account_form") or DeleteAccountForm(request=request),
+    )
+    return render(request, "account/settings.html", ctx, status=status)
+
+
+@require_GET
+def account_settings(request: HttpRequest) -> HttpResponse:
+    return _render_settings(request)
+
+
+@require_GET
+def account_export(request: HttpRequest) -> HttpResponse:
+    """Everything the user keeps here, as one JSON document to save."""
+    user = request.user
+    pieces = export.aaccount_export(user) if isinstance(request, ASGIRequest) else export.account_export(user)
+    response = StreamingHttpResponse(pieces, content_type="application/json; charset=utf-8")
+    filename = f"chat-{user.get_username()}-{timezone.now():%Y-%m-%d}.json"
+    response["Content-Disposition"] = content_disposition_header(as_attachment=True, filename=filename)
+    patch_cache_control(response, private=True, no_store=True)
+    return response
+
+
+@require_POST
+async def delete_all_conversations(request: HttpRequest) -> HttpResponse:
+    form = DeleteConversationsForm(request.POST)
+    if not form.is_valid():
+        return await sync_to_async(_render_settings)(request, status=400, conversations_form=form)
+    count = await actions.delete_conversations(await request.auser())
+    flash.success(
+        request,
+        ngettext("%(count)d conversation deleted.", "%(count)d conversations deleted.", count) % {"count": count},
+    )
+    return redirect("account_settings")
+
+
+@require_POST
+async def delete_account(request: HttpRequest) -> HttpResponse:
+    user = await request.auser()
+    form = DeleteAccountForm(request.POST, request=request)
+    if not await sync_to_async(form.is_valid)():
+        return await sync_to_async(_render_settings)(request, status=400, account_form=form)
+    # Replies stopped first; the conversations' rows then go with the user's
+    # (cascade), and the staff's audit log keeps its entries (SET_NULL).
+    await actions.delete_conversations(user)
+    await user.adelete()
+    await alogout(request)
+    flash.success(request, _("Your account and all its conversations were deleted."))
+    return redirect("login")
 
 
 def _render_index(request: HttpRequest, status: int = 200, **extra) -> HttpResponse:
