@@ -400,40 +400,36 @@ class _Deleted:
     pk: int
 
 
-async def delete_conversations(user, conversation_ids=None) -> int:
+def delete_conversations(user, conversation_ids=None) -> int:
     """Delete ``user``'s conversations (those of ``conversation_ids``, or all
     of them) with their messages, each reply being written in them stopped
-    first, as Stop does (in whichever worker runs it).  Returns how many were
-    deleted.
+    first as Stop does (in whichever worker runs it), and tell their open
+    tabs.  Returns how many were deleted.  Called from sync views.
 
-    A stopped reply is not waited for: a request holds the database thread
-    its final save needs.  That save then finds no row and says so
-    (``Message.save_finished``); the provider's stream is already closed."""
-    await aclose_old_connections()
-    owned, streaming = await _deletable(user, conversation_ids)
-    running = {g.conversation_id for g in generation.running()} & owned
-    for conversation_id in running | streaming:
+    A stopped reply is not waited for (its final save needs the database
+    thread this request holds): that save then finds no row and says so
+    (``Message.save_finished``); the provider's stream is closed already."""
+    owned = Conversation.objects.filter(owner=user)
+    if conversation_ids is not None:
+        owned = owned.filter(pk__in=list(conversation_ids))
+    ids = set(owned.values_list("pk", flat=True))
+    if not ids:
+        return 0
+    streaming = set(
+        Message.objects.filter(conversation__in=owned).streaming().values_list("conversation_id", flat=True)
+    )
+    local = {running.conversation_id for running in generation.running()} & ids
+    async_to_sync(stop_replies)(local | streaming)
+    deleted = owned.filter(pk__in=ids).delete()[1].get(Conversation._meta.label, 0)
+    async_to_sync(frames.announce_deleted)(user.pk, ids)
+    return deleted
+
+
+async def stop_replies(conversation_ids) -> None:
+    """Stop the reply of each conversation in whichever worker runs it."""
+    for conversation_id in conversation_ids:
         if not generation.stop(conversation_id):
             await frames.request_stop(conversation_id)
-    return await _delete(user, conversation_ids)
-
-
-def _owned_by(user, conversation_ids):
-    owned = Conversation.objects.filter(owner=user)
-    return owned if conversation_ids is None else owned.filter(pk__in=list(conversation_ids))
-
-
-@database_sync_to_async
-def _deletable(user, conversation_ids) -> tuple[set[UUID], set[UUID]]:
-    """The ids of the conversations to delete, and of those of them with a reply being written."""
-    owned = _owned_by(user, conversation_ids)
-    streaming = Message.objects.filter(conversation__in=owned).streaming().values_list("conversation_id", flat=True)
-    return set(owned.values_list("pk", flat=True)), set(streaming)
-
-
-@database_sync_to_async
-def _delete(user, conversation_ids) -> int:
-    return _owned_by(user, conversation_ids).delete()[1].get(Conversation._meta.label, 0)
 
 
 async def stop(conversation_id: UUID, user) -> None:

@@ -7,7 +7,7 @@ from asgiref.sync import sync_to_async
 from axes.helpers import get_client_ip_address
 from django.conf import settings
 from django.contrib import messages as flash
-from django.contrib.auth import alogout, get_user_model, login
+from django.contrib.auth import get_user_model, login, logout
 from django.contrib.auth.decorators import login_not_required
 from django.core.handlers.asgi import ASGIRequest
 from django.db import transaction
@@ -121,11 +121,11 @@ def account_export(request: HttpRequest) -> HttpResponse:
 
 
 @require_POST
-async def delete_all_conversations(request: HttpRequest) -> HttpResponse:
+def delete_all_conversations(request: HttpRequest) -> HttpResponse:
     form = DeleteConversationsForm(request.POST)
     if not form.is_valid():
-        return await sync_to_async(_render_settings)(request, status=400, conversations_form=form)
-    count = await actions.delete_conversations(await request.auser())
+        return _render_settings(request, status=400, conversations_form=form)
+    count = actions.delete_conversations(request.user)
     flash.success(
         request,
         ngettext("%(count)d conversation deleted.", "%(count)d conversations deleted.", count) % {"count": count},
@@ -134,16 +134,15 @@ async def delete_all_conversations(request: HttpRequest) -> HttpResponse:
 
 
 @require_POST
-async def delete_account(request: HttpRequest) -> HttpResponse:
-    user = await request.auser()
+def delete_account(request: HttpRequest) -> HttpResponse:
     form = DeleteAccountForm(request.POST, request=request)
-    if not await sync_to_async(form.is_valid)():
-        return await sync_to_async(_render_settings)(request, status=400, account_form=form)
-    # Replies stopped first; the conversations' rows then go with the user's
-    # (cascade), and the staff's audit log keeps its entries (SET_NULL).
-    await actions.delete_conversations(user)
-    await user.adelete()
-    await alogout(request)
+    if not form.is_valid():
+        return _render_settings(request, status=400, account_form=form)
+    # Replies stopped first; the rows then go with the user's (cascade), and
+    # the staff's audit log keeps its entries (actor SET_NULL, name kept).
+    actions.delete_conversations(request.user)
+    request.user.delete()
+    logout(request)
     flash.success(request, _("Your account and all its conversations were deleted."))
     return redirect("login")
 
@@ -347,7 +346,7 @@ def update_settings(request: HttpRequest, conversation_id: UUID) -> HttpResponse
 def delete(request: HttpRequest, conversation_id: UUID) -> HttpResponse:
     conv = _get_conversation_for_user(request, conversation_id)
     if request.method == "POST":
-        conv.delete()
+        actions.delete_conversations(request.user, [conv.id])
         flash.success(request, _("Conversation deleted."))
         return redirect("index")
     return render(request, "conversations/delete.html", _page_context(request, conversation=conv))

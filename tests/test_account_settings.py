@@ -205,6 +205,17 @@ def test_a_wrong_password_deletes_nothing_and_says_so(alice_client, alice, conve
     assert alice_client.get(reverse("index")).status_code == 200  # still logged in
 
 
+def test_wrong_passwords_here_count_towards_the_log_in_lockout(alice_client, alice, conversation, settings):
+    for _ in range(settings.AXES_FAILURE_LIMIT - 1):
+        assert alice_client.post(reverse("delete_account"), {"password": "guess"}).status_code == 400
+    response = alice_client.post(reverse("delete_account"), {"password": "guess"})
+    assert response.status_code == 429 and "Too many failed log-ins" in response.content.decode()
+    # Even the right password is refused during the pause.
+    alice_client.post(reverse("delete_account"), {"password": "alice-password-123"})
+    assert get_user_model().objects.filter(pk=alice.pk).exists()
+    assert Conversation.objects.filter(pk=conversation.pk).exists()
+
+
 def test_the_right_password_deletes_the_account_and_its_conversations_and_logs_out(
     alice_client, alice, conversation, reply, charlies
 ):
@@ -223,23 +234,58 @@ def test_the_right_password_deletes_the_account_and_its_conversations_and_logs_o
     assert alice_client.get(reverse("index")).status_code == 302
 
 
-@pytest.mark.timeout(30)
-async def test_deleting_the_account_closes_its_sockets_in_other_sessions(alice, conversation):
+async def _socket_in_another_session(user, conversation) -> WebsocketCommunicator:
     elsewhere = Client()
-    await sync_to_async(elsewhere.force_login)(alice)
+    await sync_to_async(elsewhere.force_login)(user)
     cookie = f"sessionid={elsewhere.cookies['sessionid'].value}".encode()
     headers = [(b"host", b"localhost"), (b"origin", b"http://localhost"), (b"cookie", cookie)]
     communicator = WebsocketCommunicator(application, f"/ws/conversations/{conversation.id}/", headers=headers)
     assert (await communicator.connect(timeout=5))[0]
-    # Answered only once the socket is in its groups, so it hears of the deletion.
+    # Answered only once the socket is in its groups, so it hears what follows.
     await communicator.send_to(text_data="{not json")
     assert "not valid JSON" in await communicator.receive_from(timeout=5)
+    return communicator
 
+
+async def _signed_in(user) -> AsyncClient:
     client = AsyncClient()
-    await client.aforce_login(alice)
-    response = await client.post(reverse("delete_account"), {"password": "alice-password-123"})
+    await client.aforce_login(user)
+    return client
+
+
+@pytest.mark.timeout(30)
+async def test_deleting_all_conversations_tells_their_open_tabs_and_closes_them(alice, conversation, charlies):
+    alices = await _socket_in_another_session(alice, conversation)
+    charlie = await database_sync_to_async(get_user_model().objects.get)(username="charlie")
+    untouched = await _socket_in_another_session(charlie, charlies)
+
+    response = await (await _signed_in(alice)).post(reverse("delete_all_conversations"), {"confirm": "on"})
 
     assert response.status_code == 302
-    assert await communicator.receive_output(timeout=5) == {"type": "websocket.close", "code": 4401}
+    assert "This conversation was deleted." in await alices.receive_from(timeout=5)
+    assert await alices.receive_output(timeout=5) == {"type": "websocket.close", "code": 4404}
+    assert await untouched.receive_nothing()
+    await alices.disconnect()
+    await untouched.disconnect()
+
+
+@pytest.mark.timeout(30)
+async def test_deleting_the_account_closes_its_sockets_in_other_sessions(alice, conversation):
+    communicator = await _socket_in_another_session(alice, conversation)
+
+    response = await (await _signed_in(alice)).post(reverse("delete_account"), {"password": "alice-password-123"})
+
+    assert response.status_code == 302
+    assert "This conversation was deleted." in await communicator.receive_from(timeout=5)
+    assert (await communicator.receive_output(timeout=5))["type"] == "websocket.close"
     await communicator.disconnect()
     assert not await database_sync_to_async(get_user_model().objects.filter(pk=alice.pk).exists)()
+
+
+@pytest.mark.timeout(30)
+async def test_an_account_deleted_anywhere_loses_its_sockets(alice, conversation):
+    """The admin, a shell, a command: the user model's post_delete closes the sockets."""
+    communicator = await _socket_in_another_session(alice, conversation)
+    await database_sync_to_async(lambda: get_user_model().objects.get(pk=alice.pk).delete())()
+    assert await communicator.receive_output(timeout=5) == {"type": "websocket.close", "code": 4401}
+    await communicator.disconnect()
