@@ -407,8 +407,8 @@ def delete_conversations(user, conversation_ids=None) -> int:
     tabs.  Returns how many were deleted.  Called from sync views.
 
     A stopped reply is not waited for (its final save needs the database
-    thread this request holds): that save then finds no row and says so
-    (``Message.save_finished``); the provider's stream is closed already."""
+    thread this request holds): that save then finds no row, which the
+    generation logs as such; the provider's stream is closed already."""
     owned = Conversation.objects.filter(owner=user)
     if conversation_ids is not None:
         owned = owned.filter(pk__in=list(conversation_ids))

@@ -436,11 +436,9 @@ class Message(models.Model):
         self.shown_at = timezone.now()
         self.save(update_fields=["shown_at"])
 
-    def save_finished(self) -> bool:
-        """The one write at the end of a reply; False when its row is gone
-        (the conversation was deleted while the reply was being stopped)."""
-        fields = {name: getattr(self, name) for name in REPLY_FIELDS}
-        return bool(Message.objects.filter(pk=self.pk).update(**fields))
+    def save_finished(self) -> None:
+        """The one write at the end of a reply."""
+        self.save(update_fields=REPLY_FIELDS)
 
     def content_html(self) -> SafeString:
         """The reply's text as sanitised HTML: stored when it ended, else rendered now."""
