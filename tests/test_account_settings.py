@@ -18,9 +18,9 @@ from chatsite.asgi import application
 from conversations import export, generation
 from conversations.models import AuditLog, Conversation, Feedback, Message
 
-# Transactional: the deletions are async views, whose database hops (as
-# channels makes them) close connections, which a test's transaction forbids.
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
+# Tests with a socket or a reply: their database work happens on other threads.
+transactional = pytest.mark.django_db(transaction=True)
 
 
 def _download(client) -> dict:
@@ -150,6 +150,7 @@ def test_the_download_needs_as_many_queries_for_many_conversations_as_for_one(al
     assert len(_download(alice_client)["conversations"]) == 10
 
 
+@transactional
 async def test_the_asgi_download_holds_the_same_document(alice, conversation, reply, branched):
     streamed = json.loads("".join([piece async for piece in export.aaccount_export(alice)]))
     built = json.loads("".join(await sync_to_async(list)(export.account_export(alice))))
@@ -174,6 +175,7 @@ def test_deleting_all_conversations_deletes_alices_and_leaves_charlies(alice_cli
     assert Conversation.objects.filter(pk=charlies.pk).exists()
 
 
+@transactional
 async def test_deleting_all_conversations_stops_a_reply_being_written_first(alice, conversation, settings, caplog):
     settings.CHAT_DEMO_MODEL = "1"
     settings.CHAT_DEMO_TOKEN_DELAY_MS = 200  # the reply is still being written when the deletion comes
@@ -253,6 +255,7 @@ async def _signed_in(user) -> AsyncClient:
     return client
 
 
+@transactional
 @pytest.mark.timeout(30)
 async def test_deleting_all_conversations_tells_their_open_tabs_and_closes_them(alice, conversation, charlies):
     alices = await _socket_in_another_session(alice, conversation)
@@ -269,6 +272,7 @@ async def test_deleting_all_conversations_tells_their_open_tabs_and_closes_them(
     await untouched.disconnect()
 
 
+@transactional
 @pytest.mark.timeout(30)
 async def test_deleting_the_account_closes_its_sockets_in_other_sessions(alice, conversation):
     communicator = await _socket_in_another_session(alice, conversation)
@@ -282,6 +286,7 @@ async def test_deleting_the_account_closes_its_sockets_in_other_sessions(alice, 
     assert not await database_sync_to_async(get_user_model().objects.filter(pk=alice.pk).exists)()
 
 
+@transactional
 @pytest.mark.timeout(30)
 async def test_an_account_deleted_anywhere_loses_its_sockets(alice, conversation):
     """The admin, a shell, a command: the user model's post_delete closes the sockets."""
