@@ -54,8 +54,8 @@ def test_the_settings_page_is_linked_near_log_out_and_offers_download_and_deleti
 
     body = alice_client.get(reverse("account_settings")).content.decode()
     assert f'href="{reverse("account_export")}"' in body
-    assert f'action="{reverse("delete_all_conversations")}"' in body
-    assert f'action="{reverse("delete_account")}"' in body
+    assert f'action="{reverse("delete_all_conversations")}#settings-conversations"' in body
+    assert f'action="{reverse("delete_account")}#settings-account"' in body
     assert 'type="checkbox" name="confirm"' in body and 'type="password" name="password"' in body
     assert "You have 1 conversation." in body
 
