@@ -401,6 +401,53 @@ def sessions_changed(sender, user=None, instance=None, **kwargs) -> None:
 _SESSION_CHECKS: set[asyncio.Task] = set()  # strong references until they are sent
 
 
+def account_deleted(sender, instance=None, **kwargs) -> None:
+    """Receiver of the user model's ``post_delete``: once the deletion is
+    committed (a socket reading the account before then would still find
+    it), the user's open sockets, on every worker, check and close."""
+    if instance is None or instance.pk is None:
+        return
+    pk = instance.pk  # Django clears instance.pk once every receiver has run
+    transaction.on_commit(lambda: sessions_changed(sender, user=_Deleted(pk)), robust=True)
+
+
+@dataclass
+class _Deleted:
+    pk: int
+
+
+def delete_conversations(user, conversation_ids=None) -> int:
+    """Delete ``user``'s conversations (those of ``conversation_ids``, or all
+    of them) with their messages, each reply being written in them stopped
+    first as Stop does (in whichever worker runs it), and tell their open
+    tabs.  Returns how many were deleted.  Called from sync views.
+
+    A stopped reply is not waited for (its final save needs the database
+    thread this request holds): that save then finds no row, which the
+    generation logs as such; the provider's stream is closed already."""
+    owned = Conversation.objects.filter(owner=user)
+    if conversation_ids is not None:
+        owned = owned.filter(pk__in=list(conversation_ids))
+    ids = set(owned.values_list("pk", flat=True))
+    if not ids:
+        return 0
+    streaming = set(
+        Message.objects.filter(conversation__in=owned).streaming().values_list("conversation_id", flat=True)
+    )
+    local = {running.conversation_id for running in generation.running()} & ids
+    async_to_sync(stop_replies)(local | streaming)
+    deleted = owned.filter(pk__in=ids).delete()[1].get(Conversation._meta.label, 0)
+    async_to_sync(frames.announce_deleted)(user.pk, ids)
+    return deleted
+
+
+async def stop_replies(conversation_ids) -> None:
+    """Stop the reply of each conversation in whichever worker runs it."""
+    for conversation_id in conversation_ids:
+        if not generation.stop(conversation_id):
+            await frames.request_stop(conversation_id)
+
+
 async def stop(conversation_id: UUID, user) -> None:
     """Stop the conversation's reply in whichever worker process runs it;
     Conversation.DoesNotExist unless ``user`` may open the conversation."""

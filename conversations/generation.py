@@ -92,6 +92,14 @@ def stop(conversation_id: UUID) -> bool:
     return generation.stop() if generation else False
 
 
+async def _deleted(message: Message) -> bool:
+    """Whether the reply's row is gone (its conversation deleted); False if that cannot be told."""
+    try:
+        return not await database_sync_to_async(Message.objects.filter(pk=message.pk).exists)()
+    except Exception:
+        return False
+
+
 class Generation:
     """One reply being written, owned by this process.
 
@@ -347,7 +355,11 @@ class Generation:
             await aclose_old_connections()
             await database_sync_to_async(message.save_finished)()
         except Exception:
-            logger.exception("could not save reply %s", message.id)
+            if await _deleted(message):
+                # Stopped for its conversation's deletion, which did not wait for this save.
+                logger.info("reply %s ended after its conversation was deleted", message.id)
+            else:
+                logger.exception("could not save reply %s", message.id)
         if not message.parameters.get("continuations"):
             # A new row: nobody has rated it yet, so its footer need not ask.
             message.user_feedback, message.feedback_known = None, True

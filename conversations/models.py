@@ -776,6 +776,54 @@ class Budget(models.Model):
         return first, timezone.make_aware(datetime.combine(renews, time()))
 
 
+class SignupAttemptQuerySet(models.QuerySet):
+    def from_address(self, ip: str, since) -> SignupAttemptQuerySet:
+        return self.filter(ip=ip, created_at__gte=since)
+
+
+class SignupAttempt(models.Model):
+    """An account created from a client address, counted by the sign-up
+    throttle (CHAT_SIGNUPS_PER_HOUR) in the database so that every worker
+    agrees.  Rows older than the window are pruned as accounts are created."""
+
+    WINDOW = timedelta(hours=1)
+
+    ip = models.CharField(_("address"), max_length=64)
+    created_at = models.DateTimeField(_("created"), default=timezone.now, db_index=True)
+
+    objects = SignupAttemptQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("sign-up")
+        verbose_name_plural = _("sign-ups")
+        indexes = [models.Index(fields=["ip", "created_at"], name="signup_ip_created")]
+
+    def __str__(self) -> str:
+        return f"{self.ip} {self.created_at:%Y-%m-%d %H:%M}"
+
+    @classmethod
+    def wait_for(cls, ip: str) -> timedelta | None:
+        """Inside a transaction: how long until ``ip`` may create another
+        account, or None if it may now.  The address's recent rows are locked,
+        so that two sign-ups from one address in two workers are counted one
+        after the other (on PostgreSQL; SQLite serialises its writers)."""
+        most = settings.CHAT_SIGNUPS_PER_HOUR
+        if not most:
+            return None
+        now = timezone.now()
+        recent = cls.objects.from_address(ip, now - cls.WINDOW)
+        list(recent.select_for_update().values_list("pk", flat=True))
+        if recent.count() < most:
+            return None
+        oldest = recent.order_by("created_at").values_list("created_at", flat=True)[0]
+        return oldest + cls.WINDOW - now
+
+    @classmethod
+    def record(cls, ip: str) -> SignupAttempt:
+        cls.objects.filter(created_at__lt=timezone.now() - cls.WINDOW).delete()
+        return cls.objects.create(ip=ip)
+
+
 @dataclass
 class TreeNode:
     """A message's place in the whole tree, for admin review and export."""
