@@ -271,6 +271,15 @@ def _chatgpt_content(message: dict) -> tuple[str, str]:
     return _unsupported(kind), ""
 
 
+def _path_to(leaf: str | None, parent_of: dict[str, str | None]) -> set[str]:
+    """The keys from ``leaf`` up to its root: the branch that was shown."""
+    path, step = set(), leaf
+    while step and step in parent_of and step not in path:
+        path.add(step)
+        step = parent_of[step]
+    return path
+
+
 def _chatgpt(record: dict) -> Imported:
     mapping = record.get("mapping")
     if not isinstance(mapping, dict):
@@ -308,11 +317,7 @@ def _chatgpt(record: dict) -> Imported:
                 model=_text(metadata.get("model_slug"), 200) if SOURCE_ROLES[role] == Message.Role.ASSISTANT else "",
             )
         )
-    current, step, seen = set(), _text(record.get("current_node")) or None, set()
-    while step and step in mapping and step not in seen:
-        seen.add(step)
-        current.add(step)
-        step = _text(mapping[step].get("parent")) or None if isinstance(mapping[step], dict) else None
+    current = _path_to(_text(record.get("current_node")), {n.key: n.parent for n in nodes})
     return Imported(
         source=Conversation.Source.CHATGPT,
         source_id=_text(record.get("conversation_id") or record.get("id"), 200),
@@ -366,11 +371,7 @@ def _claude(record: dict) -> Imported:
         )
         previous = key
     leaf = _text(record.get("current_leaf_message_uuid")) or previous
-    parents = {n.key: n.parent for n in nodes}
-    current, step = set(), leaf
-    while step and step in parents and step not in current:
-        current.add(step)
-        step = parents[step]
+    current = _path_to(leaf, {n.key: n.parent for n in nodes})
     return Imported(
         source=Conversation.Source.CLAUDE,
         source_id=_text(record.get("uuid"), 200),
