@@ -302,6 +302,10 @@ CHAT_MAX_TOKENS_LIMIT = envint("CHAT_MAX_TOKENS_LIMIT", 32000)
 # Conversations idle this many days are deleted by `manage.py purgeconversations`
 # (run it from cron or a systemd timer); 0 keeps everything.
 CHAT_RETENTION_DAYS = envfloat("CHAT_RETENTION_DAYS", 0)
+# Temporary chats (conversations.temporary) end this long after their last tab
+# closed (a reload rejoins within it), or after this long with nothing happening.
+CHAT_TEMPORARY_GRACE_SECONDS = envfloat("CHAT_TEMPORARY_GRACE_SECONDS", 20.0)
+CHAT_TEMPORARY_IDLE_MINUTES = envfloat("CHAT_TEMPORARY_IDLE_MINUTES", 30.0)
 # Imports (conversations.imports): the largest file, and the most conversations one import takes.
 CHAT_IMPORT_MAX_MB = envint("CHAT_IMPORT_MAX_MB", 50)
 CHAT_IMPORT_MAX_CONVERSATIONS = envint("CHAT_IMPORT_MAX_CONVERSATIONS", 5000)

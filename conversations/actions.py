@@ -13,8 +13,9 @@ import asyncio
 import logging
 import math
 import re
+import time
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from asgiref.sync import async_to_sync
@@ -26,7 +27,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
-from conversations import durability, frames, generation, providers, usage
+from conversations import durability, frames, generation, providers, temporary, usage
 from conversations.generation import Generation
 from conversations.models import CHARS_PER_TOKEN, TITLE_CHARS, Conversation, Feedback, Message, RunUsage, UsageDay
 from conversations.providers.base import ChatMessage, ChatRequest, ModelSpec, ProviderError, TextDelta, Usage
@@ -90,7 +91,7 @@ def _check_limits(user) -> None:
     most = settings.CHAT_MAX_CONCURRENT_REPLIES
     if most:
         durability.settle_owner(user)
-        if Message.objects.of_owner(user).streaming().count() >= most:
+        if Message.objects.of_owner(user).streaming().count() + temporary.in_flight(user.pk) >= most:
             raise ReplyRefused(
                 ngettext(
                     "You already have %(count)d reply being written, the most allowed. "
@@ -105,9 +106,13 @@ def _check_limits(user) -> None:
     if per_minute:
         now = timezone.now()
         recent = Message.objects.of_owner(user).started_since(now - timedelta(minutes=1))
-        if recent.count() >= per_minute:
-            oldest = recent.order_by("created_at").values_list("created_at", flat=True)[0]
-            wait = max(1, math.ceil((oldest + timedelta(minutes=1) - now).total_seconds()))
+        # Temporary chats' replies have no rows: this process remembers when they started.
+        starts = [
+            *recent.values_list("created_at", flat=True),
+            *(datetime.fromtimestamp(t, tz=UTC) for t in temporary.started_since(user.pk, time.time() - 60)),
+        ]
+        if len(starts) >= per_minute:
+            wait = max(1, math.ceil((min(starts) + timedelta(minutes=1) - now).total_seconds()))
             raise ReplyRefused(
                 ngettext(
                     "That is %(count)d replies in the last minute, the most allowed. Try again in %(seconds)d second.",
@@ -501,3 +506,77 @@ async def join(conversation_id: UUID, user, channel_name: str) -> Joined:
         joined.awaiting = str(reply.id)
         await frames.request_snapshot(conversation_id, channel_name)
     return joined
+
+
+# --- temporary chats: nothing written, see conversations.temporary -----------
+@database_sync_to_async
+def _check_temporary(user, model_key: str) -> ModelSpec:
+    spec = _offered(model_key)
+    with transaction.atomic():  # the user's row locked while counting, as for any reply
+        _check_limits(user)
+    return spec
+
+
+async def start_temporary_reply(chat: temporary.TemporaryChat, user, text: str) -> Generation:
+    """Add ``text`` to the temporary chat and start the reply to it, in memory
+    only.  ReplyRefused (nothing added) as for a conversation: a reply already
+    being written, the model not offered, a limit or budget reached."""
+    if generation.get_active(chat.id) is not None:
+        raise ReplyRefused(_("A reply is still being written. Wait for it or stop it first."))
+    spec = await _check_temporary(user, chat.model_key)
+    now = timezone.now()
+    shown = list(chat.transcript())
+    question = chat.add(
+        Message(role=Message.Role.USER, content=text, parent_id=shown[-1].id if shown else None, created_at=now)
+    )
+    reply = chat.add(
+        Message(
+            role=Message.Role.ASSISTANT,
+            status=Message.Status.STREAMING,
+            parent_id=question.id,
+            provider=spec.endpoint_name,
+            model=spec.name,
+            created_at=now,
+            parameters={"max_tokens": spec.max_tokens, "streaming": spec.streaming, "temporary": True},
+        )
+    )
+    question.user_feedback = reply.user_feedback = None
+    question.feedback_known = reply.feedback_known = True
+    turn = _Turn(chat, reply, [*shown, question], frames.new_bubbles(chat, question, reply, temporary=True))
+    running = Generation(
+        reply, _request_for(turn, spec, continuation=False), keep=lambda m: temporary.reply_used(chat, m)
+    )
+    generation.register(running)
+    temporary.reply_started(user.pk)
+    durability.ensure_running()
+    try:
+        await frames.broadcast(chat.id, turn.new_html)
+    finally:
+        running.start()
+    return running
+
+
+def stop_temporary(chat: temporary.TemporaryChat) -> None:
+    """Stop the temporary chat's reply (it runs in this process, as the chat does)."""
+    generation.stop(chat.id)
+
+
+def open_temporary(chat_id: UUID, user) -> temporary.TemporaryChat | None:
+    """A socket opens on the user's temporary chat; None if there is none here."""
+    chat = temporary.get(chat_id, user)
+    if chat is not None:
+        temporary.opened(chat)
+    return chat
+
+
+def close_temporary(chat: temporary.TemporaryChat) -> None:
+    temporary.closed(chat)
+
+
+def join_temporary(chat: temporary.TemporaryChat) -> Joined:
+    """What a socket joining the chat shows first: its reply being written, if any."""
+    running = generation.get_active(chat.id)
+    if running is None:
+        return Joined()
+    seq, html = running.snapshot()
+    return Joined(html, str(running.message.id), seq)

@@ -79,7 +79,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         if self.user is None or not self.user.is_authenticated:
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
-        if not await _owned(self.user, self.conversation_id):
+        if not await self._admits():
             await self.close(code=CLOSE_NOT_FOUND)
             return
         await self.channel_layer.group_add(self.group, self.channel_name)
@@ -92,6 +92,10 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         self.owner_checked = True
         durability.socket_opened()
         await self._send_current_state()
+
+    async def _admits(self) -> bool:
+        """Whether the signed-in user may open this socket's conversation."""
+        return await _owned(self.user, self.conversation_id)
 
     async def disconnect(self, code: int) -> None:
         # The generation belongs to the server: leaving does not stop it.
@@ -272,6 +276,55 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             await self.conversation_html(message)
         else:
             await super().dispatch(message)
+
+
+class TemporaryChatConsumer(ConversationConsumer):
+    """A temporary chat's socket: the conversation socket's transport, with the
+    chat found in this process's memory (never the database) and only Send
+    and Stop; the chat ends a little after its last socket closes."""
+
+    chat = None  # the TemporaryChat, once admitted
+
+    async def _admits(self) -> bool:
+        self.chat = actions.open_temporary(self.conversation_id, self.user)
+        return self.chat is not None
+
+    async def disconnect(self, code: int) -> None:
+        if self.chat is not None:
+            actions.close_temporary(self.chat)
+            self.chat = None
+        await super().disconnect(code)
+
+    async def _send_current_state(self) -> None:
+        joined = actions.join_temporary(self.chat)
+        if joined.message:
+            self.joined_at_seq[joined.message] = joined.seq
+        if joined.html:
+            await self.send(text_data=joined.html)
+
+    async def _on_send(self, data: dict) -> None:
+        text = await self._valid_text(data)
+        if text is None:
+            return
+        try:
+            await actions.start_temporary_reply(self.chat, self.user, text)
+        except actions.ReplyRefused as refusal:
+            await self._error(refusal.message)
+        else:
+            await self.send(text_data=frames.composer_ack())
+
+    async def _on_stop(self, data: dict) -> None:
+        actions.stop_temporary(self.chat)
+
+    async def _not_here(self, data: dict) -> None:
+        await self._error(_("A temporary chat keeps no branches: only Send and Stop work here."))
+
+    _on_retry = _on_continue = _on_regenerate = _on_edit = _on_switch = _not_here
+
+    async def temporary_ended(self, event: dict) -> None:
+        """The chat ended (idle too long): say so, and close."""
+        await self._error(_("This temporary chat has ended; nothing of it was kept."))
+        await self._refuse(CLOSE_NOT_FOUND)
 
 
 class UnknownPathConsumer(AsyncWebsocketConsumer):

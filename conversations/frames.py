@@ -78,10 +78,12 @@ def transcript(conversation: Conversation, shown: Transcript) -> str:
     return render_to_string("conversations/_transcript.html", context)
 
 
-def new_bubbles(conversation: Conversation, *messages: Message) -> str:
+def new_bubbles(conversation: Conversation, *messages: Message, temporary: bool = False) -> str:
     """The user's message and the reply's empty bubble, appended in every tab,
-    with the title and the sidebar entry brought up to date."""
-    return render_to_string("conversations/_append.html", {"conversation": conversation, "new_messages": messages})
+    with the title and the sidebar entry brought up to date (a temporary chat
+    has neither)."""
+    context = {"conversation": conversation, "new_messages": messages, "temporary": temporary}
+    return render_to_string("conversations/_append.html", context)
 
 
 def title(conversation: Conversation) -> str:
@@ -165,6 +167,11 @@ async def announce_deleted(user_id: int | str, conversation_ids) -> None:
     (a ``conversations.deleted`` event): theirs say so and close."""
     ids = sorted(str(pk) for pk in conversation_ids)
     await get_channel_layer().group_send(user_group(user_id), {"type": "conversations.deleted", "ids": ids})
+
+
+async def announce_temporary_ended(chat_id: UUID) -> None:
+    """Tell the tabs of a temporary chat that it ended (it was idle too long)."""
+    await get_channel_layer().group_send(group_name(chat_id), {"type": "temporary.ended"})
 
 
 async def request_stop(conversation_id: UUID) -> None:

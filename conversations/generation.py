@@ -108,10 +108,13 @@ class Generation:
     numbered (``seq``) so that a joiner can drop what its snapshot holds.
     """
 
-    def __init__(self, message: Message, request: ChatRequest, *, then=None) -> None:
-        """``then(message)``: a coroutine function run after the reply completed."""
+    def __init__(self, message: Message, request: ChatRequest, *, then=None, keep=None) -> None:
+        """``then(message)``: a coroutine function run after the reply completed.
+        ``keep(message)``: for a reply that has no row (a temporary chat's),
+        called in place of the final write; such a reply is never checkpointed."""
         self.message = message
         self._then = then
+        self._keep = keep
         self.conversation_id = message.conversation_id
         self.request = request
         self.provider = providers.get_provider(request.model.provider)
@@ -195,7 +198,7 @@ class Generation:
         checkpoint (which this one then becomes); None when they did not, or
         when the final write is under way.  ``now`` is loop time."""
         parts = (len(self.text), len(self.reasoning))
-        if self._finishing or parts == self._checkpointed:
+        if self._finishing or parts == self._checkpointed or self._keep is not None:
             return None
         self._checkpointed, self._beat_at = parts, now
         return self.prefix + "".join(self.text), "".join(self.reasoning)
@@ -203,7 +206,7 @@ class Generation:
     def heartbeat_due(self, now: float, every: float) -> bool:
         """True (and counted as sent) when the database has not heard of this
         reply for ``every`` seconds."""
-        if self._finishing or now - self._beat_at < every:
+        if self._finishing or now - self._beat_at < every or self._keep is not None:
             return False
         self._beat_at = now
         return True
@@ -352,8 +355,11 @@ class Generation:
             reasoning_ms=self.thought_ms,
         )
         try:
-            await aclose_old_connections()
-            await database_sync_to_async(message.save_finished)()
+            if self._keep is not None:
+                self._keep(message)
+            else:
+                await aclose_old_connections()
+                await database_sync_to_async(message.save_finished)()
         except Exception:
             if await _deleted(message):
                 # Stopped for its conversation's deletion, which did not wait for this save.

@@ -352,6 +352,7 @@ class Message(models.Model):
     # and its place among its siblings (set by Transcript for the branch shown).
     is_tail = False
     run_usage: RunUsage | None = None  # set by finish()
+    temporary = False  # a temporary chat's message: no row, so nothing to rate, branch or continue
     sibling_number = sibling_count = 1
     previous_sibling = next_sibling = None
 

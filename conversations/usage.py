@@ -12,7 +12,7 @@ from django.utils import formats, timezone
 from django.utils.timesince import timeuntil
 from django.utils.translation import gettext as _
 
-from conversations import providers
+from conversations import providers, temporary
 from conversations.models import Budget, Message, UsageDay
 
 MILLION = Decimal(1_000_000)
@@ -101,6 +101,8 @@ def spent(user_ids, since: date, prices: dict | None = None) -> Spent:
     """Tokens and cost of ``user_ids`` (a list or a subquery) from ``since`` on, from the ledger."""
     prices = model_prices() if prices is None else prices
     total = Spent()
+    for model_key, used in temporary.spent(_ids(user_ids), since):
+        _count(total, model_key, used.input_tokens, used.output_tokens, 1, 0 if used.metered else 1, prices)
     rows = (
         UsageDay.objects.filter(user_id__in=user_ids, day__gte=since)
         .values("model_key")
@@ -109,14 +111,28 @@ def spent(user_ids, since: date, prices: dict | None = None) -> Spent:
         )
     )
     for row in rows:
-        total.tokens += row["tokens_in"] + row["tokens_out"]
-        total.unmetered_calls += row["un"]
-        value = priced(row["model_key"], row["tokens_in"], row["tokens_out"], prices)
-        if value is None:
-            total.unpriced_calls += row["calls"]
-        else:
-            total.cost += value
+        _count(total, row["model_key"], row["tokens_in"], row["tokens_out"], row["calls"], row["un"], prices)
     return total
+
+
+def _count(total: Spent, model_key: str, tokens_in: int, tokens_out: int, calls: int, unmetered: int, prices) -> None:
+    total.tokens += tokens_in + tokens_out
+    total.unmetered_calls += unmetered
+    value = priced(model_key, tokens_in, tokens_out, prices)
+    if value is None:
+        total.unpriced_calls += calls
+    else:
+        total.cost += value
+
+
+def _ids(user_ids) -> set[int]:
+    """The ids in a list, or in a ``.values("pk")`` queryset (read only when
+    some temporary reply has been counted, which is rare)."""
+    if isinstance(user_ids, list | tuple | set):
+        return set(user_ids)
+    if not temporary.has_spent():
+        return set()
+    return {row["pk"] for row in user_ids}
 
 
 @dataclass

@@ -23,7 +23,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from conversations import actions, export, imports, providers, usage
+from conversations import actions, export, imports, providers, temporary, usage
 from conversations.forms import (
     ConversationSettingsForm,
     DeleteAccountForm,
@@ -468,3 +468,79 @@ def locked_out(request: HttpRequest, credentials: dict | None = None, *args, **k
     minutes = max(1, math.ceil(settings.AXES_COOLOFF_TIME.total_seconds() / 60))
     context = {"failure_limit": settings.AXES_FAILURE_LIMIT, "minutes": minutes}
     return render(request, "registration/locked_out.html", context, status=429)
+
+
+# --- temporary chats: in this worker's memory only (conversations.temporary) --
+def _get_temporary_for_user(request: HttpRequest, chat_id: UUID) -> temporary.TemporaryChat:
+    """The temporary chat if it is the user's and lives in this process; 404 otherwise."""
+    chat = temporary.get(chat_id, request.user)
+    if chat is None:
+        raise Http404(_("This temporary chat has ended, or it lives in another server process."))
+    return chat
+
+
+def _render_temporary(request: HttpRequest, chat, status: int = 200, **extra) -> HttpResponse:
+    context = _page_context(
+        request,
+        conversation=chat,
+        transcript=list(chat.transcript()),
+        current_model=providers.get_model(chat.model_key),
+        idle_minutes=max(1, math.ceil(settings.CHAT_TEMPORARY_IDLE_MINUTES)),
+        **extra,
+    )
+    return render(request, "conversations/temporary.html", context, status=status)
+
+
+@require_POST
+async def new_temporary(request: HttpRequest) -> HttpResponse:
+    """Start a temporary chat (with a first message, from the home page's
+    composer, or empty, from the sidebar): nothing of it is ever written."""
+    user = await request.auser()
+    text = request.POST.get("text", "")
+    form = StartForm(request.POST if text else {"text": "-", "model": request.POST.get("model", "")})
+    if not form.is_valid():
+        return await sync_to_async(_render_index)(
+            request, status=400, composer_text=text, composer_error=next(iter(form.errors.values()))[0]
+        )
+    chat = temporary.create(user, form.cleaned_data["model"])
+    if text:
+        try:
+            await actions.start_temporary_reply(chat, user, form.cleaned_data["text"])
+        except actions.ReplyRefused as refusal:
+            temporary.end(chat.id)
+            return await sync_to_async(_render_index)(
+                request, status=409, composer_text=text, composer_error=refusal.message
+            )
+    return redirect("temporary_chat", chat.id)
+
+
+@require_GET
+async def temporary_chat(request: HttpRequest, chat_id: UUID) -> HttpResponse:
+    await request.auser()
+    chat = _get_temporary_for_user(request, chat_id)
+    return await sync_to_async(_render_temporary)(request, chat)
+
+
+@require_POST
+async def temporary_send(request: HttpRequest, chat_id: UUID) -> HttpResponse:
+    user = await request.auser()
+    chat = _get_temporary_for_user(request, chat_id)
+    form = MessageForm(request.POST)
+    error = form.errors["text"][0] if not form.is_valid() else ""
+    if not error:
+        try:
+            await actions.start_temporary_reply(chat, user, form.cleaned_data["text"])
+        except actions.ReplyRefused as refusal:
+            error = refusal.message
+    if error:
+        return await sync_to_async(_render_temporary)(
+            request, chat, status=409, composer_text=request.POST.get("text", ""), composer_error=error
+        )
+    return redirect("temporary_chat", chat.id)
+
+
+@require_POST
+async def temporary_stop(request: HttpRequest, chat_id: UUID) -> HttpResponse:
+    await request.auser()
+    actions.stop_temporary(_get_temporary_for_user(request, chat_id))
+    return redirect("temporary_chat", chat_id)
