@@ -395,3 +395,25 @@ def test_the_page_works_under_its_content_security_policy_which_blocks_an_inject
         })"""
     )
     assert ran is False
+
+
+def test_a_temporary_chat_from_the_home_page_streams_survives_a_reload_and_leaves_no_row(page, alice_in):
+    page.goto("/")
+    _wait_for_focus(page)
+    page.select_option("#composer-model", "openai:fake-normal")
+    page.fill("#composer-text", "临时 chat, keep nothing")
+    page.click("#send-temporary")
+
+    page.wait_for_url("**/t/*/")
+    assert "Nothing of this chat is saved" in page.locator("#temporary-notice").inner_text()
+    page.wait_for_selector('#connection[data-state="open"]', state="attached")
+    page.wait_for_selector('.msg-assistant[data-status="complete"]')
+    assert page.locator(".msg-assistant .content").inner_text().startswith(FULL_REPLY[:20])
+
+    page.reload()  # the chat lives in the server's memory: the reload finds it
+    page.wait_for_selector('#connection[data-state="open"]', state="attached")
+    assert page.locator(".msg-user .content").inner_text() == "临时 chat, keep nothing"
+    _send(page, "and again")
+    page.wait_for_function("document.querySelectorAll('.msg-assistant[data-status=\"complete\"]').length === 2")
+    assert page.locator(".conversation-list a").count() == 0  # never in the sidebar
+    assert not Conversation.objects.exists() and not Message.objects.exists()
