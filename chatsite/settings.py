@@ -329,6 +329,9 @@ CHAT_GC_TUNING = envbool("CHAT_GC_TUNING", True)
 CHAT_CHECKPOINT_SECONDS = envfloat("CHAT_CHECKPOINT_SECONDS", 2.0)
 CHAT_HEARTBEAT_SECONDS = envfloat("CHAT_HEARTBEAT_SECONDS", 10.0)
 CHAT_HEARTBEAT_TIMEOUT_SECONDS = envfloat("CHAT_HEARTBEAT_TIMEOUT_SECONDS", 30.0)
+# How long a send waits for the database's write lock (SQLite's one writer, a
+# PostgreSQL lock) before it is refused ("try again", the text kept).
+CHAT_SEND_LOCK_SECONDS = envfloat("CHAT_SEND_LOCK_SECONDS", 5.0)
 # Prices come from the model catalogue alone (built-in, or CHAT_MODEL_OPTIONS'
 # price_in/price_out); the old second source is refused rather than ignored.
 if os.environ.get("CHAT_MODEL_PRICES"):

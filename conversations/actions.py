@@ -10,6 +10,7 @@ two paths cannot drift apart.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import re
@@ -21,12 +22,12 @@ from asgiref.sync import async_to_sync
 from channels.db import aclose_old_connections, database_sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import transaction
+from django.db import OperationalError
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
-from conversations import durability, frames, generation, providers
+from conversations import db, durability, frames, generation, providers
 from conversations.generation import Generation
 from conversations.models import TITLE_CHARS, Conversation, Feedback, Message
 from conversations.providers.base import ChatMessage, ChatRequest, ModelSpec, ProviderError, TextDelta, Usage
@@ -62,7 +63,8 @@ def _lock_idle(
     ReplyRefused or Conversation.DoesNotExist."""
     conversation = Conversation.objects.for_user(user).select_for_update().get(pk=conversation_id)
     busy = _("A reply is still being written. Wait for it to finish, or stop it.")
-    if generation.get_active(conversation.id) is not None:
+    running = generation.get_active(conversation.id)
+    if running is not None:
         raise ReplyRefused(busy)
     settled = durability.settle(conversation.id)
     if conversation.messages.streaming().exists():
@@ -118,9 +120,30 @@ def _check_limits(user) -> None:
             )
 
 
+@contextlib.contextmanager
+def _turn_transaction(conversation_id: UUID, refusal: str = ""):
+    """The transaction a turn of ``conversation_id`` is set up in.  It waits
+    at most CHAT_SEND_LOCK_SECONDS for the database's write lock; a lock not
+    had in time (another writer held it) rolls everything back and is a
+    ReplyRefused saying ``refusal``, so the user tries again instead of losing
+    the message."""
+    try:
+        with db.bounded_atomic(settings.CHAT_SEND_LOCK_SECONDS):
+            yield
+    except OperationalError as exc:
+        if not db.is_busy(exc):
+            raise
+        logger.warning("a turn was refused: the database stayed locked for %s s", settings.CHAT_SEND_LOCK_SECONDS)
+        raise ReplyRefused(refusal or _("The server is busy. Try again.")) from exc
+
+
+def _busy_not_sent() -> str:
+    return _("The server is busy and your message was not sent. Try again.")
+
+
 @database_sync_to_async
 def _new_turn(conversation_id: UUID, user, text: str) -> _Turn:
-    with transaction.atomic():
+    with _turn_transaction(conversation_id, _busy_not_sent()):
         conversation, spec, settled = _lock_idle(conversation_id, user)
         history = list(conversation.transcript())
         question = Message.objects.create(
@@ -144,7 +167,7 @@ def _offered(model_key: str) -> ModelSpec:
 
 @database_sync_to_async
 def _regenerate_turn(conversation_id: UUID, user, message_id: UUID, model_key: str) -> _Turn:
-    with transaction.atomic():
+    with _turn_transaction(conversation_id):
         conversation, spec, settled = _lock_idle(conversation_id, user)
         if model_key:
             spec = _offered(model_key)
@@ -166,7 +189,7 @@ def _regenerate_turn(conversation_id: UUID, user, message_id: UUID, model_key: s
 
 @database_sync_to_async
 def _edit_turn(conversation_id: UUID, user, message_id: UUID, text: str) -> _Turn:
-    with transaction.atomic():
+    with _turn_transaction(conversation_id, _busy_not_sent()):
         conversation, spec, settled = _lock_idle(conversation_id, user)
         branch = conversation.transcript()
         index = branch.index_of(message_id)
@@ -182,7 +205,7 @@ def _edit_turn(conversation_id: UUID, user, message_id: UUID, text: str) -> _Tur
 
 @database_sync_to_async
 def _switch(conversation_id: UUID, user, message_id: UUID) -> str:
-    with transaction.atomic():
+    with _turn_transaction(conversation_id):
         conversation, _spec, _settled = _lock_idle(conversation_id, user, need_model=False)
         message = conversation.messages.filter(pk=message_id).first()
         if message is None:
@@ -194,7 +217,7 @@ def _switch(conversation_id: UUID, user, message_id: UUID) -> str:
 
 @database_sync_to_async
 def _continue_turn(conversation_id: UUID, user, message_id: UUID) -> _Turn:
-    with transaction.atomic():
+    with _turn_transaction(conversation_id):
         conversation, spec, settled = _lock_idle(conversation_id, user)
         branch = conversation.transcript()
         reply = branch.last_reply
@@ -242,8 +265,9 @@ async def _launch(turn: _Turn, *, replaces: UUID | None = None, continuation: bo
 async def start_reply(conversation_id: UUID, user, text: str) -> Generation:
     """Save ``text`` as the user's message and start the reply to it.
 
-    Raises ReplyRefused (nothing saved) when a reply is already being written
-    or the conversation has no model; Conversation.DoesNotExist for a
+    Raises ReplyRefused (nothing saved) when a reply is already being written,
+    the conversation has no model, a limit
+    is reached or the database stayed locked for CHAT_SEND_LOCK_SECONDS; Conversation.DoesNotExist for a
     conversation ``user`` does not own.  ``text`` is valid (MessageForm).
     """
     await aclose_old_connections()

@@ -1,0 +1,225 @@
+"""Nothing lost at the start of a reply while another connection holds the
+database's write lock (another process writing, a backup, a migration): a
+send is saved or refused with its text kept.
+
+The lock is real: a second connection to the test database, SQLite's
+``BEGIN IMMEDIATE`` or PostgreSQL's ``LOCK TABLE ... IN EXCLUSIVE MODE`` on
+the messages table."""
+
+import asyncio
+import sqlite3
+from urllib.parse import urlencode
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
+from channels.testing import HttpCommunicator, WebsocketCommunicator
+from django.db import connection
+from django.test import AsyncClient
+from django.urls import reverse
+
+from chatsite.asgi import application
+from conversations import generation
+from conversations.models import Conversation, Message
+from devtools.fakeprovider import expected_text
+from tests.wsclient import connect, delta_text, is_final, send, session_cookie, until_final
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(90)]
+
+BUSY = "The server is busy and your message was not sent. Try again."
+
+
+class WriteLock:
+    """Another connection to the test database holding its write lock (for
+    the messages table, on PostgreSQL) until ``release``."""
+
+    def __init__(self) -> None:
+        self.vendor = connection.vendor
+        self.raw = None
+
+    def _take(self) -> None:
+        if self.vendor == "sqlite":
+            self.raw = sqlite3.connect(
+                connection.settings_dict["NAME"], isolation_level=None, timeout=10, check_same_thread=False
+            )
+            self.raw.execute("BEGIN IMMEDIATE")
+        else:
+            self.raw = connection.get_new_connection(connection.get_connection_params())
+            self.raw.autocommit = True
+            with self.raw.cursor() as cursor:
+                cursor.execute("BEGIN")
+                cursor.execute(f'LOCK TABLE "{Message._meta.db_table}" IN EXCLUSIVE MODE')
+
+    def _release(self) -> None:
+        raw, self.raw = self.raw, None
+        if raw is not None:
+            if self.vendor == "sqlite":
+                raw.execute("ROLLBACK")
+            else:
+                with raw.cursor() as cursor:
+                    cursor.execute("ROLLBACK")
+            raw.close()
+
+    async def take(self) -> None:
+        await asyncio.to_thread(self._take)
+
+    async def release(self) -> None:
+        await asyncio.to_thread(self._release)
+
+
+@pytest.fixture
+def write_lock():
+    if connection.vendor not in ("sqlite", "postgresql"):
+        pytest.skip(f"holding a write lock is written for SQLite and PostgreSQL, not {connection.vendor}")
+    lock = WriteLock()
+    yield lock
+    lock._release()
+
+
+@pytest.fixture
+def no_reply_limits(settings):
+    """Many sends of one user at once: only the database may refuse them."""
+    settings.CHAT_MAX_CONCURRENT_REPLIES = 0
+    settings.CHAT_REPLIES_PER_MINUTE = 0
+
+
+@pytest.fixture
+async def alice_async(alice) -> AsyncClient:
+    client = AsyncClient()
+    await client.aforce_login(alice)
+    return client
+
+
+async def _messages(conversation) -> list[tuple[str, str, str]]:
+    return await database_sync_to_async(list)(
+        Message.objects.filter(conversation=conversation)
+        .order_by("created_at")
+        .values_list("role", "status", "content")
+    )
+
+
+async def _until_composer_error(communicator) -> tuple[str, list[str]]:
+    """The next composer error, and every frame before it."""
+    frames = []
+    while True:
+        frame = await communicator.receive_from(timeout=15)
+        frames.append(frame)
+        if frame.startswith('<div id="composer-error"') and "></div>" not in frame:
+            return frame, frames
+
+
+def _acknowledged(frames: list[str]) -> bool:
+    """Whether the composer was told to clear (the message was taken)."""
+    return any('id="composer-ack"' in frame for frame in frames)
+
+
+async def _socket(cookie: bytes, conversation) -> WebsocketCommunicator:
+    """A socket opened with a session cookie made beforehand (making one writes the session)."""
+    headers = [(b"host", b"localhost"), (b"origin", b"http://localhost"), (b"cookie", cookie)]
+    communicator = WebsocketCommunicator(application, f"/ws/conversations/{conversation.id}/", headers=headers)
+    connected, _ = await communicator.connect(timeout=10)
+    assert connected
+    return communicator
+
+
+async def _post_send(cookie: bytes, conversation, text: str) -> dict:
+    """The no-JS send through the real ASGI handler (each request on its own
+    thread, as daphne runs it), with a CSRF cookie and token."""
+    secret = "a" * 32
+    body = urlencode({"text": text, "csrfmiddlewaretoken": secret}).encode()
+    headers = [
+        (b"host", b"localhost"),
+        (b"cookie", cookie + f"; csrftoken={secret}".encode()),
+        (b"content-type", b"application/x-www-form-urlencoded"),
+    ]
+    path = reverse("send", args=[conversation.id])
+    return await HttpCommunicator(application, "POST", path, body=body, headers=headers).get_response(timeout=30)
+
+
+async def test_a_send_is_refused_with_its_text_kept_while_another_connection_holds_the_write_lock(
+    alice, conversation, openai_fake, settings, write_lock, alice_async
+):
+    settings.CHAT_SEND_LOCK_SECONDS = 0.2
+    await sync_to_async(openai_fake)(conversation, "fake-normal")
+    communicator = await connect(alice, conversation)
+
+    await write_lock.take()
+    try:
+        await send(communicator, action="send", text="hold on 写")
+        refusal, frames = await _until_composer_error(communicator)
+        response = await alice_async.post(reverse("send", args=[conversation.id]), {"text": "and <this> too"})
+        held = await _messages(conversation)
+    finally:
+        await write_lock.release()
+
+    assert BUSY in refusal and not _acknowledged(frames)
+    body = response.content.decode()
+    assert response.status_code == 409 and BUSY in body
+    assert "and &lt;this&gt; too</textarea>" in body
+    assert held == [] and generation.get_active(conversation.id) is None
+
+    await send(communicator, action="send", text="hold on 写")
+    frames = await until_final(communicator)
+    await communicator.disconnect()
+    assert _acknowledged(frames) and delta_text(frames) == expected_text("fake-normal")
+    assert await _messages(conversation) == [
+        ("user", "complete", "hold on 写"),
+        ("assistant", "complete", expected_text("fake-normal")),
+    ]
+
+
+async def test_many_sends_at_once_each_save_their_message_and_get_a_reply_or_are_refused_whole(
+    alice, openai_fake, settings, no_reply_limits
+):
+    # A short wait for the lock, so that the sends really contend for it.
+    settings.CHAT_SEND_LOCK_SECONDS = 0.02
+    conversations = [
+        await database_sync_to_async(Conversation.objects.create)(owner=alice, title=f"chat {i}") for i in range(14)
+    ]
+    await sync_to_async(openai_fake)(conversations[0], "fake-normal")
+    await database_sync_to_async(Conversation.objects.update)(model_key="openai:fake-normal")
+    by_socket, by_post = conversations[:7], conversations[7:]
+    cookie = await session_cookie(alice)
+    sockets = [await _socket(cookie, c) for c in by_socket]
+
+    async def over_socket(communicator, conversation) -> tuple[str, list[str]]:
+        await send(communicator, action="send", text=f"question {conversation.title}")
+        frames = []
+        while True:
+            frames.append(await communicator.receive_from(timeout=30))
+            if BUSY in frames[-1]:
+                return "refused", frames
+            if is_final(frames[-1]):
+                return "sent", frames
+
+    async def over_post(conversation) -> tuple[str, list[str]]:
+        response = await _post_send(cookie, conversation, f"question {conversation.title}")
+        if response["status"] == 302:
+            running = generation.get_active(conversation.id)  # None: finished already
+            if running is not None:
+                await asyncio.wait_for(running.done.wait(), 30)
+            return "sent", []
+        assert response["status"] == 409, response["status"]
+        body = response["body"].decode()
+        assert BUSY in body and f"question {conversation.title}</textarea>" in body
+        return "refused", []
+
+    outcomes = await asyncio.gather(
+        *(over_socket(s, c) for s, c in zip(sockets, by_socket, strict=True)), *(over_post(c) for c in by_post)
+    )
+    for communicator in sockets:
+        await communicator.disconnect()
+
+    assert any(outcome == "sent" for outcome, _frames in outcomes)
+    for conversation, (outcome, frames) in zip(conversations, outcomes, strict=True):
+        stored = await _messages(conversation)
+        if outcome == "refused":
+            assert stored == [], conversation.title
+            assert not _acknowledged(frames)
+        else:
+            assert stored == [
+                ("user", "complete", f"question {conversation.title}"),
+                ("assistant", "complete", expected_text("fake-normal")),
+            ], conversation.title
+            if frames:
+                assert delta_text(frames) == expected_text("fake-normal")
