@@ -65,6 +65,7 @@ def _lock_idle(
     busy = _("A reply is still being written. Wait for it to finish, or stop it.")
     running = generation.get_active(conversation.id)
     if running is not None:
+        _refuse_if_unsaved(conversation.id)
         raise ReplyRefused(busy)
     settled = durability.settle(conversation.id)
     if conversation.messages.streaming().exists():
@@ -120,13 +121,21 @@ def _check_limits(user) -> None:
             )
 
 
+def _refuse_if_unsaved(conversation_id: UUID) -> None:
+    running = generation.get_active(conversation_id)
+    if running is not None and running.unsaved:
+        raise ReplyRefused(_("The last reply is not saved yet. Try again in a moment."))
+
+
 @contextlib.contextmanager
 def _turn_transaction(conversation_id: UUID, refusal: str = ""):
     """The transaction a turn of ``conversation_id`` is set up in.  It waits
     at most CHAT_SEND_LOCK_SECONDS for the database's write lock; a lock not
     had in time (another writer held it) rolls everything back and is a
     ReplyRefused saying ``refusal``, so the user tries again instead of losing
-    the message."""
+    the message.  A reply whose final write is being retried (the lock is
+    likely held) is refused at once, without waiting for the lock."""
+    _refuse_if_unsaved(conversation_id)
     try:
         with db.bounded_atomic(settings.CHAT_SEND_LOCK_SECONDS):
             yield
@@ -265,8 +274,8 @@ async def _launch(turn: _Turn, *, replaces: UUID | None = None, continuation: bo
 async def start_reply(conversation_id: UUID, user, text: str) -> Generation:
     """Save ``text`` as the user's message and start the reply to it.
 
-    Raises ReplyRefused (nothing saved) when a reply is already being written,
-    the conversation has no model, a limit
+    Raises ReplyRefused (nothing saved) when a reply is already being written
+    (or the last one is not saved yet), the conversation has no model, a limit
     is reached or the database stayed locked for CHAT_SEND_LOCK_SECONDS; Conversation.DoesNotExist for a
     conversation ``user`` does not own.  ``text`` is valid (MessageForm).
     """

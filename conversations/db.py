@@ -1,19 +1,55 @@
-"""Writes that wait a bounded time for the database's write lock.
+"""Writes that wait a bounded time for the database's write lock, and the
+thread this process's background writes run on.
 
 SQLite lets one connection write at a time (a second waits out its busy
 timeout, 20 s by default here); PostgreSQL makes a write wait for the row and
 table locks it needs.  A write that must not wait that long runs in
 ``bounded_atomic(seconds)``: it waits at most ``seconds`` and then raises
 OperationalError, which ``is_busy`` recognises.
+
+``background(fn)`` runs ``fn`` on this process's one writer thread:
+checkpoints, heartbeats, replies' final writes and the sweep.  The sockets'
+own database work runs on channels' one shared database thread; a background
+write waiting for the lock there would hold up every socket's handshake
+behind it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+from concurrent.futures import ThreadPoolExecutor
 
-from django.db import Error, OperationalError, connection, transaction
+from channels.db import database_sync_to_async
+from django.db import Error, OperationalError, connection, connections, transaction
+
+_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chat-writer")
 
 PG_LOCK_NOT_AVAILABLE = "55P03"  # lock_timeout ran out (or NOWAIT found a lock)
+
+
+def background(fn):
+    """``fn`` as a coroutine function run on the writer thread, with channels'
+    connection hygiene around it.  A database error other than a busy lock
+    closes the thread's connection first, so that the next call opens a fresh
+    one (PostgreSQL restarted: the old connection is dead)."""
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Error as exc:
+            if not is_busy(exc):
+                with contextlib.suppress(Exception):
+                    connection.close()
+            raise
+
+    return database_sync_to_async(run, thread_sensitive=False, executor=_writer)
+
+
+def close_writer_connections(timeout: float = 10.0) -> None:
+    """Close the writer thread's connections (a test run's end, before its database is dropped)."""
+    _writer.submit(connections.close_all).result(timeout=timeout)
 
 
 def is_busy(exc: BaseException) -> bool:

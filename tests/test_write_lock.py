@@ -1,6 +1,8 @@
-"""Nothing lost at the start of a reply while another connection holds the
-database's write lock (another process writing, a backup, a migration): a
-send is saved or refused with its text kept.
+"""Nothing lost at the start or at the end of a reply while another
+connection holds the database's write lock (another process writing, a
+backup, a migration): a send is saved or refused with its text kept, a
+reply's final write is retried until it is saved, and sockets of other
+conversations keep connecting meanwhile.
 
 The lock is real: a second connection to the test database, SQLite's
 ``BEGIN IMMEDIATE`` or PostgreSQL's ``LOCK TABLE ... IN EXCLUSIVE MODE`` on
@@ -19,14 +21,16 @@ from django.test import AsyncClient
 from django.urls import reverse
 
 from chatsite.asgi import application
-from conversations import generation
+from conversations import durability, generation
 from conversations.models import Conversation, Message
 from devtools.fakeprovider import expected_text
-from tests.wsclient import connect, delta_text, is_final, send, session_cookie, until_final
+from tests.wsclient import connect, delta_text, first_delta, is_final, send, session_cookie, until_final
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(90)]
 
 BUSY = "The server is busy and your message was not sent. Try again."
+NOT_SAVED = "Not saved yet"
+LONG = "fake-long@tokens=100,delay=0.02"  # about 2 s: time to take the lock while it streams
 
 
 class WriteLock:
@@ -223,3 +227,107 @@ async def test_many_sends_at_once_each_save_their_message_and_get_a_reply_or_are
             ], conversation.title
             if frames:
                 assert delta_text(frames) == expected_text("fake-normal")
+
+
+async def test_a_final_write_that_meets_a_held_lock_says_not_saved_and_saves_the_whole_reply_after(
+    alice, conversation, openai_fake, settings, write_lock
+):
+    settings.CHAT_WRITE_LOCK_SECONDS = 0.1
+    settings.CHAT_SEND_LOCK_SECONDS = 0.1
+    settings.CHAT_FINAL_SAVE_RETRY_SECONDS = 300  # the reply's own retries go on until the release
+    await sync_to_async(openai_fake)(conversation, LONG)
+    communicator = await connect(alice, conversation)
+    await send(communicator, action="send", text="a long one")
+    await first_delta(communicator)
+    running = generation.get_active(conversation.id)
+    assert not running.ended.is_set()
+
+    await write_lock.take()
+    try:
+        shown = (await until_final(communicator))[-1]
+        row_while_held = await database_sync_to_async(Message.objects.get)(pk=running.message.pk)
+        await send(communicator, action="send", text="and another")
+        refusal, _frames = await _until_composer_error(communicator)
+        unsaved_while_held = running.unsaved
+    finally:
+        await write_lock.release()
+
+    saved = (await until_final(communicator))[-1]
+    await asyncio.wait_for(running.done.wait(), 20)
+    await communicator.disconnect()
+
+    assert "status-complete" in shown and NOT_SAVED in shown
+    assert unsaved_while_held and row_while_held.status == "streaming"
+    assert len(row_while_held.content) < len(expected_text(LONG))
+    assert "not saved yet. Try again in a moment" in refusal
+    assert "status-complete" in saved and NOT_SAVED not in saved
+    row = await database_sync_to_async(Message.objects.get)(pk=running.message.pk)
+    assert row.status == "complete" and row.content == expected_text(LONG)
+    assert generation.get_active(conversation.id) is None
+    assert [m[2] for m in await _messages(conversation) if m[0] == "user"] == ["a long one"]
+
+
+async def test_another_conversations_socket_connects_while_a_final_write_waits_for_the_lock(
+    alice, conversation, reply, openai_fake, settings, write_lock
+):
+    settings.CHAT_WRITE_LOCK_SECONDS = 60  # the one attempt waits on the lock until the release
+    other = await database_sync_to_async(Conversation.objects.create)(owner=alice, title="the other one")
+    await sync_to_async(openai_fake)(other, LONG)
+    cookie = await session_cookie(alice)
+    writing = await _socket(cookie, other)
+    await send(writing, action="send", text="a long one")
+    await first_delta(writing)
+    running = generation.get_active(other.id)
+
+    await write_lock.take()
+    try:
+        await asyncio.wait_for(running.ended.wait(), 20)
+        joining = await _socket(cookie, conversation)
+        state = await joining.receive_from(timeout=10)
+        pending_when_joined = running.unsaved and not running.done.is_set()
+    finally:
+        await write_lock.release()
+
+    await asyncio.wait_for(running.done.wait(), 20)
+    await joining.disconnect()
+    await writing.disconnect()
+    assert pending_when_joined
+    assert f'id="msg-{reply.id}"' in state and "Hi <strong>there</strong>" in state
+    row = await database_sync_to_async(Message.objects.get)(pk=running.message.pk)
+    assert row.status == "complete" and row.content == expected_text(LONG)
+
+
+async def _until_frame(communicator, text: str) -> str:
+    while True:
+        frame = await communicator.receive_from(timeout=20)
+        if text in frame:
+            return frame
+
+
+async def test_a_reply_not_saved_in_the_retry_window_is_kept_and_saved_at_shutdown(
+    alice, conversation, openai_fake, settings, write_lock
+):
+    settings.CHAT_WRITE_LOCK_SECONDS = 0.05
+    settings.CHAT_FINAL_SAVE_RETRY_SECONDS = 0.3
+    await sync_to_async(openai_fake)(conversation, LONG)
+    communicator = await connect(alice, conversation)
+    await send(communicator, action="send", text="a long one")
+    await first_delta(communicator)
+    running = generation.get_active(conversation.id)
+
+    await write_lock.take()
+    try:
+        await asyncio.wait_for(running.task, 20)  # the reply's own retries are over
+        kept = await _until_frame(communicator, "The reply is kept")
+        still_registered = generation.get_active(conversation.id) is running and running.unsaved
+    finally:
+        await write_lock.release()
+
+    await durability.interrupt_all(within=1)
+    saved = (await until_final(communicator))[-1]
+    await communicator.disconnect()
+    assert still_registered and "status-complete" in kept
+    assert "status-complete" in saved and NOT_SAVED not in saved
+    row = await database_sync_to_async(Message.objects.get)(pk=running.message.pk)
+    assert row.status == "complete" and row.content == expected_text(LONG)
+    assert generation.get_active(conversation.id) is None
