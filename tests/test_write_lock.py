@@ -10,6 +10,7 @@ the messages table."""
 
 import asyncio
 import sqlite3
+import time
 from urllib.parse import urlencode
 
 import pytest
@@ -63,6 +64,30 @@ class WriteLock:
                 with raw.cursor() as cursor:
                     cursor.execute("ROLLBACK")
             raw.close()
+
+    def _kill_waiting_writer(self, within: float) -> bool:
+        """PostgreSQL: terminate the backend waiting for this lock (as a server
+        restart would); True if one was found and terminated."""
+        deadline = time.monotonic() + within
+        with self.raw.cursor() as cursor:
+            while time.monotonic() < deadline:
+                cursor.execute("SELECT pg_stat_clear_snapshot()")  # fresh activity, not the transaction's copy
+                cursor.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+                )
+                waiting = [row[0] for row in cursor.fetchall()]
+                if waiting:
+                    terminated = []
+                    for pid in waiting:
+                        cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+                        terminated.append(cursor.fetchone()[0])
+                    return all(terminated)
+                time.sleep(0.02)  # sleep-ok: the poll interval of a bounded wait on the server's activity view
+        return False
+
+    async def kill_waiting_writer(self, within: float = 10.0) -> bool:
+        return await asyncio.to_thread(self._kill_waiting_writer, within)
 
     async def take(self) -> None:
         await asyncio.to_thread(self._take)
@@ -331,3 +356,36 @@ async def test_a_reply_not_saved_in_the_retry_window_is_kept_and_saved_at_shutdo
     row = await database_sync_to_async(Message.objects.get)(pk=running.message.pk)
     assert row.status == "complete" and row.content == expected_text(LONG)
     assert generation.get_active(conversation.id) is None
+
+
+async def test_a_final_write_whose_connection_dies_is_saved_on_a_fresh_one(
+    alice, conversation, openai_fake, settings, write_lock
+):
+    if connection.vendor != "postgresql":
+        pytest.skip(
+            "a server connection to kill is PostgreSQL's: SQLite (CONN_MAX_AGE 0) opens its file afresh "
+            "for every background write"
+        )
+    settings.CHAT_WRITE_LOCK_SECONDS = 60  # the attempt waits on the lock until its connection is killed
+    await sync_to_async(openai_fake)(conversation, LONG)
+    communicator = await connect(alice, conversation)
+    await send(communicator, action="send", text="a long one")
+    await first_delta(communicator)
+    running = generation.get_active(conversation.id)
+
+    await write_lock.take()
+    try:
+        await asyncio.wait_for(running.ended.wait(), 20)
+        killed = await write_lock.kill_waiting_writer()
+        shown = await _until_frame(communicator, NOT_SAVED)  # the attempt on the dead connection failed
+    finally:
+        await write_lock.release()
+
+    saved = (await until_final(communicator))[-1]
+    await asyncio.wait_for(running.done.wait(), 30)
+    await communicator.disconnect()
+    assert killed and "status-complete" in shown
+    assert NOT_SAVED not in saved
+    row = await database_sync_to_async(Message.objects.get)(pk=running.message.pk)
+    assert row.status == "complete" and row.content == expected_text(LONG)
+
