@@ -16,7 +16,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from datetime import timedelta
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from asgiref.sync import async_to_sync
 from channels.db import aclose_old_connections, database_sync_to_async
@@ -151,8 +151,11 @@ def _busy_not_sent() -> str:
 
 
 @database_sync_to_async
-def _new_turn(conversation_id: UUID, user, text: str) -> _Turn:
+def _new_turn(conversation_id: UUID, user, text: str, new_model: str | None = None) -> _Turn:
+    """``new_model``: create the conversation first, with that model."""
     with _turn_transaction(conversation_id, _busy_not_sent()):
+        if new_model is not None:
+            Conversation.objects.create(pk=conversation_id, owner=user, model_key=new_model)
         conversation, spec, settled = _lock_idle(conversation_id, user)
         history = list(conversation.transcript())
         question = Message.objects.create(
@@ -280,7 +283,20 @@ async def start_reply(conversation_id: UUID, user, text: str) -> Generation:
     conversation ``user`` does not own.  ``text`` is valid (MessageForm).
     """
     await aclose_old_connections()
-    turn = await _new_turn(conversation_id, user, text)
+    return await _launch_new(await _new_turn(conversation_id, user, text))
+
+
+async def start_conversation(user, model_key: str, text: str) -> Conversation:
+    """Create ``user``'s conversation with model ``model_key``, ``text`` its
+    first message, and start the reply, all in the turn's one transaction: a
+    refusal (ReplyRefused, as for ``start_reply``) leaves no conversation."""
+    await aclose_old_connections()
+    turn = await _new_turn(uuid4(), user, text, new_model=model_key)
+    await _launch_new(turn)
+    return turn.conversation
+
+
+async def _launch_new(turn: _Turn) -> Generation:
     first = turn.conversation.title_source == Conversation.TitleSource.FIRST_LINE and len(turn.history) == 1
     return await _launch(turn, then=write_title if first and settings.CHAT_TITLE_MODEL != "off" else None)
 

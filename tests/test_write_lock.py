@@ -389,3 +389,25 @@ async def test_a_final_write_whose_connection_dies_is_saved_on_a_fresh_one(
     row = await database_sync_to_async(Message.objects.get)(pk=running.message.pk)
     assert row.status == "complete" and row.content == expected_text(LONG)
 
+
+async def test_a_new_conversation_is_not_created_while_the_lock_is_held_and_its_text_is_kept(
+    alice, alice_async, settings, write_lock
+):
+    settings.CHAT_SEND_LOCK_SECONDS = 0.2
+    await write_lock.take()
+    try:
+        refused = await alice_async.post(reverse("new_conversation"), {"text": "a <new> one", "model": "demo:demo"})
+        created_while_held = await Conversation.objects.acount()
+    finally:
+        await write_lock.release()
+
+    body = refused.content.decode()
+    assert refused.status_code == 400 and BUSY in body and "a &lt;new&gt; one</textarea>" in body
+    assert created_while_held == 0
+    sent = await alice_async.post(reverse("new_conversation"), {"text": "a <new> one", "model": "demo:demo"})
+    conversation = await Conversation.objects.aget(owner=alice)
+    assert sent.status_code == 302 and sent["Location"] == conversation.get_absolute_url()
+    running = generation.get_active(conversation.id)  # None: the instant demo reply is saved already
+    if running is not None:
+        await asyncio.wait_for(running.done.wait(), 20)
+    assert [m[0:2] for m in await _messages(conversation)] == [("user", "complete"), ("assistant", "complete")]
