@@ -150,7 +150,7 @@ def _busy_not_sent() -> str:
     return _("The server is busy and your message was not sent. Try again.")
 
 
-@database_sync_to_async
+@db.turn
 def _new_turn(conversation_id: UUID, user, text: str, new_model: str | None = None) -> _Turn:
     """``new_model``: create the conversation first, with that model."""
     with _turn_transaction(conversation_id, _busy_not_sent()):
@@ -177,7 +177,7 @@ def _offered(model_key: str) -> ModelSpec:
     return spec
 
 
-@database_sync_to_async
+@db.turn
 def _regenerate_turn(conversation_id: UUID, user, message_id: UUID, model_key: str) -> _Turn:
     with _turn_transaction(conversation_id):
         conversation, spec, settled = _lock_idle(conversation_id, user)
@@ -199,7 +199,7 @@ def _regenerate_turn(conversation_id: UUID, user, message_id: UUID, model_key: s
     return _Turn(conversation, reply, branch[:index], shown, settled)
 
 
-@database_sync_to_async
+@db.turn
 def _edit_turn(conversation_id: UUID, user, message_id: UUID, text: str) -> _Turn:
     with _turn_transaction(conversation_id, _busy_not_sent()):
         conversation, spec, settled = _lock_idle(conversation_id, user)
@@ -215,7 +215,7 @@ def _edit_turn(conversation_id: UUID, user, message_id: UUID, text: str) -> _Tur
     return _Turn(conversation, reply, [*branch[:index], question], shown, settled)
 
 
-@database_sync_to_async
+@db.turn
 def _switch(conversation_id: UUID, user, message_id: UUID) -> str:
     with _turn_transaction(conversation_id):
         conversation, _spec, _settled = _lock_idle(conversation_id, user, need_model=False)
@@ -227,7 +227,7 @@ def _switch(conversation_id: UUID, user, message_id: UUID) -> str:
     return frames.transcript(conversation, conversation.transcript())
 
 
-@database_sync_to_async
+@db.turn
 def _continue_turn(conversation_id: UUID, user, message_id: UUID) -> _Turn:
     with _turn_transaction(conversation_id):
         conversation, spec, settled = _lock_idle(conversation_id, user)
@@ -385,12 +385,21 @@ async def write_title(reply: Message) -> None:
             logger.warning("no title for conversation %s: the model answered nothing usable", conversation.id)
             return
         tokens = (usage.input_tokens, usage.output_tokens) if usage else (None, None)
-        if await database_sync_to_async(conversation.take_model_title)(title, spec.key, *tokens):
+        if await _take_title(conversation, title, spec.key, *tokens):
             await frames.broadcast(conversation.id, await database_sync_to_async(frames.title)(conversation))
     except (ProviderError, TimeoutError) as exc:
         logger.warning("no title for conversation of reply %s: %s", reply.id, exc)
-    except Exception:
-        logger.exception("no title for conversation of reply %s", reply.id)
+    except Exception as exc:
+        if db.is_busy(exc):
+            logger.warning("no title for conversation of reply %s: the database stayed locked", reply.id)
+        else:
+            logger.exception("no title for conversation of reply %s", reply.id)
+
+
+@db.background
+def _take_title(conversation: Conversation, title: str, model_key: str, tokens_in, tokens_out) -> bool:
+    with db.bounded_atomic(settings.CHAT_WRITE_LOCK_SECONDS):
+        return conversation.take_model_title(title, model_key, tokens_in, tokens_out)
 
 
 @database_sync_to_async

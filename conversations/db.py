@@ -8,10 +8,11 @@ table locks it needs.  A write that must not wait that long runs in
 OperationalError, which ``is_busy`` recognises.
 
 ``background(fn)`` runs ``fn`` on this process's one writer thread:
-checkpoints, heartbeats, replies' final writes and the sweep.  The sockets'
-own database work runs on channels' one shared database thread; a background
-write waiting for the lock there would hold up every socket's handshake
-behind it.
+checkpoints, heartbeats, replies' final writes, titles and the sweep;
+``turn(fn)`` on one of a few turn threads: setting up a send, Retry, Continue,
+Edit or a branch switch.  The sockets' own reads run on channels' one shared
+database thread; a write waiting for the lock there would hold up every
+socket's handshake behind it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from channels.db import database_sync_to_async
 from django.db import Error, OperationalError, connection, connections, transaction
 
 _writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chat-writer")
+TURN_THREADS = 4  # sends set up at once in one process, each waiting for the lock on its own
+_turns = ThreadPoolExecutor(max_workers=TURN_THREADS, thread_name_prefix="chat-turn")
 
 PG_LOCK_NOT_AVAILABLE = "55P03"  # lock_timeout ran out (or NOWAIT found a lock)
 
@@ -45,6 +48,21 @@ def background(fn):
             raise
 
     return database_sync_to_async(run, thread_sensitive=False, executor=_writer)
+
+
+def turn(fn):
+    """``fn`` as a coroutine function run on a turn thread, with channels'
+    connection hygiene; the thread's connections are closed after each call
+    (sends are rare beside tokens, and no idle connection is left per thread)."""
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            connections.close_all()
+
+    return database_sync_to_async(run, thread_sensitive=False, executor=_turns)
 
 
 def close_writer_connections(timeout: float = 10.0) -> None:

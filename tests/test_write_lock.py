@@ -411,3 +411,29 @@ async def test_a_new_conversation_is_not_created_while_the_lock_is_held_and_its_
     if running is not None:
         await asyncio.wait_for(running.done.wait(), 20)
     assert [m[0:2] for m in await _messages(conversation)] == [("user", "complete"), ("assistant", "complete")]
+
+
+async def test_another_conversations_socket_connects_while_a_send_waits_for_the_lock(
+    alice, conversation, reply, openai_fake, settings, write_lock
+):
+    settings.CHAT_SEND_LOCK_SECONDS = 60  # the send waits on the lock until the release
+    other = await database_sync_to_async(Conversation.objects.create)(owner=alice, title="the other one")
+    await sync_to_async(openai_fake)(other, "fake-normal")
+    cookie = await session_cookie(alice)
+    sending = await _socket(cookie, other)
+
+    await write_lock.take()
+    try:
+        await send(sending, action="send", text="waits for the lock")
+        joining = await _socket(cookie, conversation)
+        state = await joining.receive_from(timeout=10)
+        unsaved_when_joined = await _messages(other)
+    finally:
+        await write_lock.release()
+
+    frames = await until_final(sending)
+    await joining.disconnect()
+    await sending.disconnect()
+    assert unsaved_when_joined == []
+    assert f'id="msg-{reply.id}"' in state
+    assert _acknowledged(frames) and delta_text(frames) == expected_text("fake-normal")
