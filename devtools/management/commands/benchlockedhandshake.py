@@ -6,7 +6,9 @@ database's write lock (``BEGIN IMMEDIATE``) and holds it for ``--hold``
 seconds.  Once the reply's whole text has arrived (its final write has begun
 and waits for the lock), ``--handshakes`` sockets, one after the other, open
 another conversation of the same user; each is timed from the handshake to
-its first frame (the page state: that conversation's last reply)::
+its first frame (the page state: that conversation's last reply).  With
+``--with-send``, a send in a third conversation is made just before the
+handshakes, so that it too waits for the lock::
 
     rm -f /tmp/lockbench.sqlite3
     DJANGO_DEBUG=1 SQLITE_PATH=/tmp/lockbench.sqlite3 python manage.py migrate -v0
@@ -21,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -45,6 +48,7 @@ class Command(BaseCommand):
         parser.add_argument("--hold", type=float, default=8.0, help="seconds the other connection holds the lock")
         parser.add_argument("--handshakes", type=int, default=3)
         parser.add_argument("--tokens", type=int, default=100, help="the reply's length (0.02 s per token)")
+        parser.add_argument("--with-send", action="store_true", help="a send waits for the lock too")
         parser.add_argument("--json", action="store_true")
 
     def handle(self, *args, **options):
@@ -57,6 +61,7 @@ class Command(BaseCommand):
         model = f"fake-long@tokens={options['tokens']},delay=0.02"
         writing = Conversation.objects.create(owner=user, title="writing", model_key=f"openai:{model}")
         joined = Conversation.objects.create(owner=user, title="joined", model_key="demo:demo")
+        waiting = Conversation.objects.create(owner=user, title="waiting", model_key=f"openai:{model}")
         question = Message.objects.create(conversation=joined, role="user", content="Hello?")
         Message.objects.create(conversation=joined, parent=question, role="assistant", content="Hi", status="complete")
         connection.close()
@@ -64,7 +69,7 @@ class Command(BaseCommand):
             os.environ["OPENAI_API_KEY"] = "bench-not-a-key"
             os.environ["OPENAI_BASE_URL"] = fake.openai_base_url
             with override_settings(CHAT_MODELS=f"openai:{model}", CHAT_TITLE_MODEL="off", CHAT_PROVIDER_MAX_RETRIES=0):
-                report = asyncio.run(self._measure(cookie, writing, joined, model, options))
+                report = asyncio.run(self._measure(cookie, writing, joined, waiting, model, options))
         if options["json"]:
             self.stdout.write(json.dumps(report))
             return
@@ -75,16 +80,19 @@ class Command(BaseCommand):
             f"first final bubble {report['first_final_s']:.2f} s, saved one {report['final_s']:.2f} s "
             f"after the lock was taken; the row: {report['status']}"
         )
+        if report["send"]:
+            self.stdout.write(f"the other send: {report['send']}")
 
-    async def _measure(self, cookie, writing, joined, model, options) -> dict:
+    async def _measure(self, cookie, writing, joined, waiting, model, options) -> dict:
         from chatsite.asgi import application
 
         def socket(conversation):
             headers = [(b"host", b"localhost"), (b"origin", b"http://localhost"), (b"cookie", cookie)]
             return WebsocketCommunicator(application, f"/ws/conversations/{conversation.id}/", headers=headers)
 
-        sender = socket(writing)
+        sender, other_sender = socket(writing), socket(waiting)
         assert (await sender.connect(timeout=10))[0]
+        assert (await other_sender.connect(timeout=10))[0]
         await sender.send_to(text_data=json.dumps({"action": "send", "text": "a long one"}))
         frames = [await sender.receive_from(timeout=30)]
         while not has_delta(frames[-1]):
@@ -107,6 +115,17 @@ class Command(BaseCommand):
             frames.append(await sender.receive_from(timeout=60))
         text_done = time.perf_counter() - taken
 
+        async def answer() -> str:
+            sent_at = time.perf_counter()
+            await other_sender.send_to(text_data=json.dumps({"action": "send", "text": "waits for the lock"}))
+            while True:  # the composer's answer: cleared (taken), or an error under it
+                frame = await other_sender.receive_from(timeout=120)
+                error = re.search(r'id="composer-error"[^>]*>([^<]+)</div>', frame)
+                if "composer-ack" in frame or error:
+                    outcome = f"refused ({error.group(1)})" if error else "taken"
+                    return f"{outcome} after {time.perf_counter() - sent_at:.2f} s"
+
+        answering = asyncio.ensure_future(answer()) if options["with_send"] else None
         handshakes = []
         for _ in range(options["handshakes"]):
             joiner = socket(joined)
@@ -124,6 +143,8 @@ class Command(BaseCommand):
                 if "msg-unsaved" not in frame:
                     break
         final = time.perf_counter() - taken
+        send_outcome = await answering if answering else ""
+        await other_sender.disconnect()
         await sender.disconnect()
         timer.join()
         status = await database_sync_to_async(
@@ -135,4 +156,5 @@ class Command(BaseCommand):
             "first_final_s": first_final,
             "final_s": final,
             "status": status,
+            "send": send_outcome,
         }
