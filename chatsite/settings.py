@@ -194,6 +194,10 @@ AXES_VERBOSE = False
 LOGIN_REDIRECT_URL = "index"
 LOGOUT_REDIRECT_URL = "login"
 CHAT_SIGNUP = os.environ.get("CHAT_SIGNUP", "open").strip().lower()  # "open" or "closed"
+# At most CHAT_SIGNUPS_PER_HOUR accounts are created from one client address
+# (as django-axes sees it: REMOTE_ADDR, which daphne's --proxy-headers sets)
+# in any hour, counted in the database; 0 for no limit.
+CHAT_SIGNUPS_PER_HOUR = envint("CHAT_SIGNUPS_PER_HOUR", 5)
 
 # --- I18n -------------------------------------------------------------------
 LANGUAGE_CODE = os.environ.get("DJANGO_LANGUAGE_CODE", "en")

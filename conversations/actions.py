@@ -22,14 +22,14 @@ from asgiref.sync import async_to_sync
 from channels.db import aclose_old_connections, database_sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import OperationalError
+from django.db import OperationalError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
-from conversations import db, durability, frames, generation, providers
+from conversations import db, durability, frames, generation, providers, usage
 from conversations.generation import Generation
-from conversations.models import TITLE_CHARS, Conversation, Feedback, Message
+from conversations.models import CHARS_PER_TOKEN, TITLE_CHARS, Conversation, Feedback, Message, RunUsage, UsageDay
 from conversations.providers.base import ChatMessage, ChatRequest, ModelSpec, ProviderError, TextDelta, Usage
 
 logger = logging.getLogger(__name__)
@@ -119,6 +119,9 @@ def _check_limits(user) -> None:
                 )
                 % {"count": per_minute, "seconds": wait}
             )
+    refusal = usage.budget_refusal(user)
+    if refusal:
+        raise ReplyRefused(refusal)
 
 
 def _refuse_if_unsaved(conversation_id: UUID) -> None:
@@ -373,18 +376,20 @@ async def write_title(reply: Message) -> None:
             max_tokens=TITLE_MAX_TOKENS,
             tags=("title",),
         )
-        text, usage = [], None
+        text, used = [], None
         async with asyncio.timeout(settings.CHAT_TITLE_TIMEOUT_SECONDS):
             async for event in providers.get_provider(spec.provider).events(request):
                 if isinstance(event, TextDelta):
                     text.append(event.text)
                 elif isinstance(event, Usage):
-                    usage = event
+                    used = event
+        # On the writer thread: a ledger write waiting for the lock must not hold up the sockets.
+        await db.background(UsageDay.add)(spec.key, _title_usage(used, text), user_id=conversation.owner_id)
         title = clean_title("".join(text))
         if not title:
             logger.warning("no title for conversation %s: the model answered nothing usable", conversation.id)
             return
-        tokens = (usage.input_tokens, usage.output_tokens) if usage else (None, None)
+        tokens = (used.input_tokens, used.output_tokens) if used else (None, None)
         if await _take_title(conversation, title, spec.key, *tokens):
             await frames.broadcast(conversation.id, await database_sync_to_async(frames.title)(conversation))
     except (ProviderError, TimeoutError) as exc:
@@ -400,6 +405,13 @@ async def write_title(reply: Message) -> None:
 def _take_title(conversation: Conversation, title: str, model_key: str, tokens_in, tokens_out) -> bool:
     with db.bounded_atomic(settings.CHAT_WRITE_LOCK_SECONDS):
         return conversation.take_model_title(title, model_key, tokens_in, tokens_out)
+
+
+def _title_usage(used: Usage | None, text: list[str]) -> RunUsage:
+    if used and used.input_tokens is not None and used.output_tokens is not None:
+        return RunUsage(used.input_tokens, used.output_tokens)
+    estimate = math.ceil(len("".join(text)) / CHARS_PER_TOKEN)
+    return RunUsage((used and used.input_tokens) or 0, (used and used.output_tokens) or estimate, metered=False)
 
 
 @database_sync_to_async
@@ -430,6 +442,11 @@ def sessions_changed(sender, user=None, instance=None, **kwargs) -> None:
     account = user if user is not None else instance
     if account is None or account.pk is None:
         return
+    request = kwargs.get("request")
+    if request is not None and hasattr(request, "session"):
+        # user_logged_out fires before logout() flushes the session: flush it
+        # now, or a worker that checks at once still finds it standing.
+        request.session.flush()
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:  # the usual case: a sync view or command, no loop in this thread
@@ -441,6 +458,53 @@ def sessions_changed(sender, user=None, instance=None, **kwargs) -> None:
 
 
 _SESSION_CHECKS: set[asyncio.Task] = set()  # strong references until they are sent
+
+
+def account_deleted(sender, instance=None, **kwargs) -> None:
+    """Receiver of the user model's ``post_delete``: once the deletion is
+    committed (a socket reading the account before then would still find
+    it), the user's open sockets, on every worker, check and close."""
+    if instance is None or instance.pk is None:
+        return
+    pk = instance.pk  # Django clears instance.pk once every receiver has run
+    transaction.on_commit(lambda: sessions_changed(sender, user=_Deleted(pk)), robust=True)
+
+
+@dataclass
+class _Deleted:
+    pk: int
+
+
+def delete_conversations(user, conversation_ids=None) -> int:
+    """Delete ``user``'s conversations (those of ``conversation_ids``, or all
+    of them) with their messages, each reply being written in them stopped
+    first as Stop does (in whichever worker runs it), and tell their open
+    tabs.  Returns how many were deleted.  Called from sync views.
+
+    A stopped reply is not waited for (its final save needs the database
+    thread this request holds): that save then finds no row, which the
+    generation logs as such; the provider's stream is closed already."""
+    owned = Conversation.objects.filter(owner=user)
+    if conversation_ids is not None:
+        owned = owned.filter(pk__in=list(conversation_ids))
+    ids = set(owned.values_list("pk", flat=True))
+    if not ids:
+        return 0
+    streaming = set(
+        Message.objects.filter(conversation__in=owned).streaming().values_list("conversation_id", flat=True)
+    )
+    local = {running.conversation_id for running in generation.running()} & ids
+    async_to_sync(stop_replies)(local | streaming)
+    deleted = owned.filter(pk__in=ids).delete()[1].get(Conversation._meta.label, 0)
+    async_to_sync(frames.announce_deleted)(user.pk, ids)
+    return deleted
+
+
+async def stop_replies(conversation_ids) -> None:
+    """Stop the reply of each conversation in whichever worker runs it."""
+    for conversation_id in conversation_ids:
+        if not generation.stop(conversation_id):
+            await frames.request_stop(conversation_id)
 
 
 async def stop(conversation_id: UUID, user) -> None:

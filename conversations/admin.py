@@ -29,7 +29,7 @@ from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
 
 from conversations import export, stats, usage
-from conversations.models import AuditLog, Conversation, Flag, Message
+from conversations.models import AuditLog, Budget, Conversation, Flag, Message, UsageDay
 from conversations.permissions import can_review
 
 # Fields of a message that say how it was made, never what it says.
@@ -479,6 +479,45 @@ class AuditLogAdmin(admin.ModelAdmin):
         if more > 0:
             return format_html("{} {}", links, gettext("and %(n)d more") % {"n": more})
         return links or "–"
+
+
+@admin.register(Budget)
+class BudgetAdmin(admin.ModelAdmin):
+    list_display = ("holder", "period", "shared", "max_tokens", "max_cost")
+    list_filter = ("period", "shared", ("group", admin.RelatedOnlyFieldListFilter))
+    list_select_related = ("user", "group")
+    search_fields = ("user__username", "group__name")
+    autocomplete_fields = ("user",)
+    fields = ("user", "group", "shared", "period", "max_tokens", "max_cost")
+
+    @admin.display(description=_("for"))
+    def holder(self, obj: Budget) -> str:
+        return obj.holder
+
+
+@admin.register(UsageDay)
+class UsageDayAdmin(admin.ModelAdmin):
+    """Every user's tokens and cost by day and model: read-only, it is a ledger."""
+
+    list_display = ("day", "user", "model_key", "calls", "input_tokens", "output_tokens", "cost", "unmetered")
+    list_filter = ("day", "model_key")
+    list_select_related = ("user",)
+    search_fields = ("user__username", "model_key")
+    date_hierarchy = "day"
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.display(description=_("cost (USD)"))
+    def cost(self, obj: UsageDay) -> str:
+        value = usage.priced(obj.model_key, obj.input_tokens, obj.output_tokens)
+        return "–" if value is None else f"{value:.4f}"
 
 
 class AuditedUserAdmin(UserAdmin):

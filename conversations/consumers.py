@@ -227,6 +227,12 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         if self.owner_checked and not await _session_stands(self.scope, self.user):
             await self._refuse(CLOSE_UNAUTHENTICATED)
 
+    async def conversations_deleted(self, event: dict) -> None:
+        """Some of the user's conversations were deleted: if this one was, say so and close."""
+        if self.owner_checked and str(self.conversation_id) in event["ids"]:
+            await self._error(_("This conversation was deleted."))
+            await self._refuse(CLOSE_NOT_FOUND)
+
     async def conversation_delta(self, event: dict) -> None:
         if event["message"] == self.awaiting_snapshot:
             self.held_frames.append(event)

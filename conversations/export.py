@@ -1,12 +1,14 @@
-"""Conversations as JSON Lines (every branch, with provenance, ratings and flags), streamed in batches."""
+"""Conversations as JSON Lines (every branch, with provenance, ratings and flags), streamed in
+batches, for the admin; and a user's own download of everything they keep here, as one JSON document."""
 
 from __future__ import annotations
 
 import json
 
 from asgiref.sync import sync_to_async
+from django.utils import timezone
 
-from conversations.models import Conversation, Transcript
+from conversations.models import Conversation, Feedback, Transcript
 
 MESSAGE_FIELDS = (
     "role",
@@ -77,14 +79,18 @@ def conversation_record(conversation: Conversation) -> dict:
     }
 
 
-def _export_batch(ids) -> list[str]:
+def _records(ids) -> list[dict]:
     conversations = (
         Conversation.objects.filter(pk__in=ids)
         .select_related("owner")
         .prefetch_related("messages__feedback", "flags")
         .order_by("created_at", "id")
     )
-    return [json.dumps(conversation_record(c), ensure_ascii=False) + "\n" for c in conversations]
+    return [conversation_record(c) for c in conversations]
+
+
+def _export_batch(ids) -> list[str]:
+    return [json.dumps(record, ensure_ascii=False) + "\n" for record in _records(ids)]
 
 
 def export_lines(conversation_ids):
@@ -102,3 +108,66 @@ async def aexport_lines(conversation_ids):
     for start in range(0, len(ids), EXPORT_BATCH):
         for line in await sync_to_async(_export_batch)(ids[start : start + EXPORT_BATCH]):
             yield line
+
+
+# --- a user's own download -----------------------------------------------------
+
+
+def _account_head(user) -> tuple[str, list]:
+    """The document's opening, with the account (never its password hash),
+    and the ids of the user's conversations, oldest first."""
+    account = {
+        "username": user.get_username(),
+        "email": user.email,
+        "date_joined": _iso(user.date_joined),
+        "last_login": _iso(user.last_login),
+    }
+    head = {"exported_at": _iso(timezone.now()), "account": account}
+    ids = list(Conversation.objects.filter(owner=user).order_by("created_at", "id").values_list("pk", flat=True))
+    return json.dumps(head, ensure_ascii=False)[:-1] + ', "conversations": [\n', ids
+
+
+def _account_batch(ids, first: bool) -> str:
+    records = []
+    for record in _records(ids):
+        # A reviewer's flags and notes are the staff's, not the user's.
+        del record["flags"]
+        records.append(json.dumps(record, ensure_ascii=False))
+    return ("" if first else ",\n") + ",\n".join(records)
+
+
+def _account_tail(user) -> str:
+    """The user's ratings, wherever they gave them, and the document's end."""
+    feedback = [
+        {
+            "conversation": str(f.message.conversation_id),
+            "message": str(f.message_id),
+            "rating": f.rating,
+            "comment": f.comment,
+            "created_at": _iso(f.created_at),
+            "updated_at": _iso(f.updated_at),
+        }
+        for f in Feedback.objects.filter(user=user).select_related("message").order_by("created_at", "id")
+    ]
+    return '\n], "feedback": ' + json.dumps(feedback, ensure_ascii=False) + "}\n"
+
+
+def account_export(user):
+    """Everything ``user`` keeps here as one JSON document, in pieces: the
+    account, every conversation with every message of every branch (fetched
+    EXPORT_BATCH conversations at a time, as the admin's export), and their
+    feedback."""
+    head, ids = _account_head(user)
+    yield head
+    for start in range(0, len(ids), EXPORT_BATCH):
+        yield _account_batch(ids[start : start + EXPORT_BATCH], start == 0)
+    yield _account_tail(user)
+
+
+async def aaccount_export(user):
+    """The same pieces for an ASGI server."""
+    head, ids = await sync_to_async(_account_head)(user)
+    yield head
+    for start in range(0, len(ids), EXPORT_BATCH):
+        yield await sync_to_async(_account_batch)(ids[start : start + EXPORT_BATCH], start == 0)
+    yield await sync_to_async(_account_tail)(user)

@@ -103,3 +103,32 @@ class FeedbackForm(forms.Form):
     # "clear" removes the rating: pressing a pressed thumb again takes it back.
     rating = forms.ChoiceField(choices=[("up", _("Thumbs up")), ("down", _("Thumbs down")), ("clear", _("Remove"))])
     comment = forms.CharField(label=_("Comment"), max_length=2000, required=False, strip=True)
+
+
+class DeleteConversationsForm(forms.Form):
+    confirm = forms.BooleanField(
+        label=_("I understand that all my conversations will be deleted, and that this cannot be undone."),
+        error_messages={"required": _("Tick the box to confirm.")},
+    )
+
+
+class DeleteAccountForm(forms.Form):
+    password = forms.CharField(
+        label=_("Your password"), strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "current-password"})
+    )
+
+    def __init__(self, *args, request, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.request = request
+
+    def clean_password(self) -> str:
+        from django.contrib.auth import authenticate
+
+        password = self.cleaned_data["password"]
+        # Through the authentication backends, so that django-axes counts a
+        # wrong guess here as it does at log-in: a session left open does
+        # not let anyone try passwords without limit.
+        user = self.request.user
+        if authenticate(self.request, username=user.get_username(), password=password) != user:
+            raise forms.ValidationError(_("That is not your password. Nothing was deleted."))
+        return password

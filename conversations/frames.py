@@ -29,7 +29,8 @@ def group_name(conversation_id: UUID | str) -> str:
 
 
 def user_group(user_id: int | str) -> str:
-    """Every open socket of one user, on any worker: told when their sessions may have ended."""
+    """Every open socket of one user, on any worker: told when their sessions may
+    have ended, or their conversations were deleted."""
     return f"user_{user_id}"
 
 
@@ -159,6 +160,13 @@ async def request_session_check(user_id: int | str) -> None:
     """Ask every open socket of the user to check that its session still
     stands (a ``session.check`` event), and to close if it does not."""
     await get_channel_layer().group_send(user_group(user_id), {"type": "session.check"})
+
+
+async def announce_deleted(user_id: int | str, conversation_ids) -> None:
+    """Tell the user's open sockets that these conversations were deleted
+    (a ``conversations.deleted`` event): theirs say so and close."""
+    ids = sorted(str(pk) for pk in conversation_ids)
+    await get_channel_layer().group_send(user_group(user_id), {"type": "conversations.deleted", "ids": ids})
 
 
 async def request_stop(conversation_id: UUID) -> None:

@@ -25,6 +25,7 @@ import math
 import time
 from uuid import UUID
 
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.utils.translation import gettext as _
@@ -102,6 +103,14 @@ def stop(conversation_id: UUID) -> bool:
     """Cancel the conversation's generation in this process; True if one was running."""
     generation = _active.get(conversation_id)
     return generation.stop() if generation else False
+
+
+async def _deleted(message: Message) -> bool:
+    """Whether the reply's row is gone (its conversation deleted); False if that cannot be told."""
+    try:
+        return not await database_sync_to_async(Message.objects.filter(pk=message.pk).exists)()
+    except Exception:
+        return False
 
 
 class Generation:
@@ -413,12 +422,16 @@ class Generation:
             try:
                 await _write_final(self.message)
             except Exception as exc:
-                if not self._save_failures:
-                    logger.warning(
-                        "could not save reply %s yet (%s: %s); retrying", self.message.id, type(exc).__name__, exc
-                    )
-                self._save_failures += 1
-                return False
+                if await _deleted(self.message):
+                    # Stopped for its conversation's deletion, which did not wait for this save.
+                    logger.info("reply %s ended after its conversation was deleted", self.message.id)
+                else:
+                    if not self._save_failures:
+                        logger.warning(
+                            "could not save reply %s yet (%s: %s); retrying", self.message.id, type(exc).__name__, exc
+                        )
+                    self._save_failures += 1
+                    return False
             self._unsaved = False
         if self._save_failures:
             logger.warning("saved reply %s after %d failed attempts", self.message.id, self._save_failures)

@@ -9,13 +9,14 @@ model wrote it, with which parameters, how long it took, how it ended.
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, time, timedelta
 
 from django.conf import settings
-from django.db import models, transaction
+from django.db import connection, models, transaction
 from django.db.models import Case, Count, Exists, OuterRef, Q, Subquery, Sum, TextField, Value, When
 from django.db.models.functions import Coalesce
 from django.urls import reverse
@@ -204,6 +205,19 @@ REPLY_FIELDS = [
     "html_version",
 ]
 CHECKPOINT_CHUNK = 100  # replies per checkpoint statement
+# For a reply whose server reported no usage: a low estimate (English runs
+# about 4 characters a token, Chinese 1 to 2).
+CHARS_PER_TOKEN = 4
+
+
+@dataclass(frozen=True)
+class RunUsage:
+    """Tokens one call used; ``metered`` False when its server did not report
+    them all (what is missing is then estimated, or 0 for the input)."""
+
+    input_tokens: int
+    output_tokens: int
+    metered: bool = True
 
 
 class MessageQuerySet(models.QuerySet):
@@ -320,6 +334,7 @@ class Message(models.Model):
     # Transcript and by the reply being written), which alone can be continued;
     # and its place among its siblings (set by Transcript for the branch shown).
     is_tail = False
+    run_usage: RunUsage | None = None  # set by finish()
     sibling_number = sibling_count = 1
     previous_sibling = next_sibling = None
 
@@ -412,6 +427,15 @@ class Message(models.Model):
     ) -> None:
         """Assign how the reply ended and render its HTML (``save_finished`` writes it).
         ``reasoning_ms`` None keeps what an earlier part of a continued reply measured."""
+        # What this run used (a Continue's own part), for the owner's ledger;
+        # (None, n) when the server reported nothing (a Stop, mostly): its
+        # output is then estimated from the text, so Stop is no way round a budget.
+        tokens_in, tokens_out = usage if usage is not None else (None, None)
+        if usage is not None or status != self.Status.ERROR or content != self.content:
+            estimate = math.ceil(max(0, len(content) - len(self.content)) / CHARS_PER_TOKEN)
+            self.run_usage = RunUsage(
+                tokens_in or 0, estimate if tokens_out is None else tokens_out, None not in (tokens_in, tokens_out)
+            )
         self.content, self.reasoning, self.status = content, reasoning, status
         if reasoning_ms is not None:
             self.reasoning_ms = reasoning_ms
@@ -421,7 +445,6 @@ class Message(models.Model):
         elif status != self.Status.COMPLETE:
             self.finish_reason = self.finish_reason_raw = ""
         if usage is not None:
-            tokens_in, tokens_out = usage
             self.input_tokens = tokens_in
             if self.parameters.get("continuations") and self.output_tokens and tokens_out is not None:
                 self.output_tokens += tokens_out
@@ -437,8 +460,13 @@ class Message(models.Model):
         self.save(update_fields=["shown_at"])
 
     def save_finished(self) -> None:
-        """The one write at the end of a reply."""
-        self.save(update_fields=REPLY_FIELDS)
+        """The one write at the end of a reply, with what it used added to its
+        owner's usage ledger in the same transaction (so a retried write never
+        counts twice)."""
+        with transaction.atomic():
+            self.save(update_fields=REPLY_FIELDS)
+            if self.run_usage is not None:
+                UsageDay.add(self.model_key, self.run_usage, conversation_id=self.conversation_id)
 
     def content_html(self) -> SafeString:
         """The reply's text as sanitised HTML: stored when it ended, else rendered now."""
@@ -615,6 +643,185 @@ class AuditLog(models.Model):
             conversation_ids=[str(pk) for pk in conversation_ids],
             details=details,
         )
+
+
+class UsageDay(models.Model):
+    """What one user's calls to one model used on one day (the server's time
+    zone): a ledger apart from the messages, so that deleting a conversation
+    gives nothing back to a budget.  Replies and titles both count."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, models.CASCADE, related_name="+", verbose_name=_("user"))
+    day = models.DateField(_("day"))
+    model_key = models.CharField(_("model"), max_length=260)
+    calls = models.PositiveIntegerField(_("calls"), default=0)
+    input_tokens = models.PositiveBigIntegerField(_("input tokens"), default=0)
+    output_tokens = models.PositiveBigIntegerField(_("output tokens"), default=0)
+    # Calls whose server reported no (or partial) usage: their tokens are a low estimate.
+    unmetered = models.PositiveIntegerField(_("calls without usage"), default=0)
+
+    class Meta:
+        verbose_name = _("usage")
+        verbose_name_plural = _("usage")
+        constraints = [models.UniqueConstraint(fields=["user", "day", "model_key"], name="usage_user_day_model")]
+        ordering = ("-day", "model_key")
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.model_key}"
+
+    @classmethod
+    def add(cls, model_key: str, used: RunUsage, *, user_id=None, conversation_id=None) -> None:
+        """Add one call to today's row of ``user_id`` (or of ``conversation_id``'s
+        owner), creating it if need be: one statement, an upsert, so two workers
+        adding at once both count.  Call it inside the transaction that records
+        the call, so that a retried write counts once."""
+        table, conversations = cls._meta.db_table, Conversation._meta.db_table
+        if conversation_id is not None:
+            key = Conversation._meta.pk.get_db_prep_value(conversation_id, connection)
+            owner, source = "owner_id", f" FROM {conversations} WHERE id = %s"
+        else:
+            owner, source, key = "%s", " WHERE 1 = 1", user_id  # WHERE: SQLite's upsert needs one after SELECT
+        values = [timezone.localdate(), model_key, used.input_tokens, used.output_tokens, 0 if used.metered else 1]
+        params = [key, *values] if conversation_id is None else [*values, key]
+        sql = (
+            f"INSERT INTO {table} (user_id, day, model_key, calls, input_tokens, output_tokens, unmetered) "
+            f"SELECT {owner}, %s, %s, 1, %s, %s, %s{source} "
+            "ON CONFLICT (user_id, day, model_key) DO UPDATE SET "
+            f"calls = {table}.calls + 1, "
+            f"input_tokens = {table}.input_tokens + excluded.input_tokens, "
+            f"output_tokens = {table}.output_tokens + excluded.output_tokens, "
+            f"unmetered = {table}.unmetered + excluded.unmetered"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+
+
+class BudgetQuerySet(models.QuerySet):
+    def for_user(self, user) -> BudgetQuerySet:
+        """The budgets that bind ``user``: their own, their groups', everyone's."""
+        return self.filter(
+            Q(user=user) | Q(group__in=user.groups.all()) | Q(user__isnull=True, group__isnull=True)
+        ).select_related("group")
+
+
+class Budget(models.Model):
+    """A daily or monthly allowance of tokens and/or cost (USD, priced from the
+    model catalogue) for one user, each member of a group (or the group as a
+    whole, ``shared``), or everyone.  Checked before a reply is asked for."""
+
+    class Period(models.TextChoices):
+        DAY = "day", _("Daily")
+        MONTH = "month", _("Monthly")
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="budgets",
+        verbose_name=_("user"),
+        help_text=_("Leave user and group empty for a budget every user has."),
+    )
+    group = models.ForeignKey(
+        "auth.Group", models.CASCADE, null=True, blank=True, related_name="budgets", verbose_name=_("group")
+    )
+    shared = models.BooleanField(
+        _("shared by the group"),
+        default=False,
+        help_text=_("On: the group's members draw on one allowance together. Off: each member has this budget."),
+    )
+    period = models.CharField(_("period"), max_length=8, choices=Period.choices, default=Period.DAY)
+    max_tokens = models.PositiveBigIntegerField(
+        _("token limit"), null=True, blank=True, help_text=_("Input and output tokens together.")
+    )
+    max_cost = models.DecimalField(
+        _("cost limit (USD)"),
+        max_digits=12,
+        decimal_places=4,
+        null=True,
+        blank=True,
+        help_text=_("Priced from the model catalogue; models without a price count nothing here."),
+    )
+
+    objects = BudgetQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("budget")
+        verbose_name_plural = _("budgets")
+        constraints = [
+            models.CheckConstraint(condition=Q(user__isnull=True) | Q(group__isnull=True), name="budget_user_or_group"),
+            models.CheckConstraint(
+                condition=Q(max_tokens__isnull=False) | Q(max_cost__isnull=False), name="budget_has_a_limit"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_period_display()} · {self.holder}"
+
+    @property
+    def holder(self) -> str:
+        if self.user_id:
+            return self.user.get_username()
+        if self.group_id:
+            return str(self.group)
+        return str(_("everyone"))
+
+    def period_bounds(self, now=None):
+        """(first day, the moment it renews) of the current period, in the server's time zone."""
+        today = timezone.localdate(now)
+        if self.period == self.Period.DAY:
+            first, renews = today, today + timedelta(days=1)
+        else:
+            first = today.replace(day=1)
+            renews = (first + timedelta(days=32)).replace(day=1)
+        return first, timezone.make_aware(datetime.combine(renews, time()))
+
+
+class SignupAttemptQuerySet(models.QuerySet):
+    def from_address(self, ip: str, since) -> SignupAttemptQuerySet:
+        return self.filter(ip=ip, created_at__gte=since)
+
+
+class SignupAttempt(models.Model):
+    """An account created from a client address, counted by the sign-up
+    throttle (CHAT_SIGNUPS_PER_HOUR) in the database so that every worker
+    agrees.  Rows older than the window are pruned as accounts are created."""
+
+    WINDOW = timedelta(hours=1)
+
+    ip = models.CharField(_("address"), max_length=64)
+    created_at = models.DateTimeField(_("created"), default=timezone.now, db_index=True)
+
+    objects = SignupAttemptQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("sign-up")
+        verbose_name_plural = _("sign-ups")
+        indexes = [models.Index(fields=["ip", "created_at"], name="signup_ip_created")]
+
+    def __str__(self) -> str:
+        return f"{self.ip} {self.created_at:%Y-%m-%d %H:%M}"
+
+    @classmethod
+    def wait_for(cls, ip: str) -> timedelta | None:
+        """Inside a transaction: how long until ``ip`` may create another
+        account, or None if it may now.  The address's recent rows are locked,
+        so that two sign-ups from one address in two workers are counted one
+        after the other (on PostgreSQL; SQLite serialises its writers)."""
+        most = settings.CHAT_SIGNUPS_PER_HOUR
+        if not most:
+            return None
+        now = timezone.now()
+        recent = cls.objects.from_address(ip, now - cls.WINDOW)
+        list(recent.select_for_update().values_list("pk", flat=True))
+        if recent.count() < most:
+            return None
+        oldest = recent.order_by("created_at").values_list("created_at", flat=True)[0]
+        return oldest + cls.WINDOW - now
+
+    @classmethod
+    def record(cls, ip: str) -> SignupAttempt:
+        cls.objects.filter(created_at__lt=timezone.now() - cls.WINDOW).delete()
+        return cls.objects.create(ip=ip)
 
 
 @dataclass

@@ -4,20 +4,27 @@ import math
 from uuid import UUID
 
 from asgiref.sync import sync_to_async
+from axes.helpers import get_client_ip_address
 from django.conf import settings
 from django.contrib import messages as flash
-from django.contrib.auth import get_user_model, login
+from django.contrib.auth import get_user_model, login, logout
 from django.contrib.auth.decorators import login_not_required
+from django.core.handlers.asgi import ASGIRequest
 from django.db import transaction
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
+from django.utils.cache import patch_cache_control
+from django.utils.http import content_disposition_header
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from conversations import actions, providers
+from conversations import actions, export, providers, usage
 from conversations.forms import (
     ConversationSettingsForm,
+    DeleteAccountForm,
+    DeleteConversationsForm,
     FeedbackForm,
     MessageForm,
     ModelForm,
@@ -25,7 +32,7 @@ from conversations.forms import (
     SignupForm,
     StartForm,
 )
-from conversations.models import Conversation, Feedback
+from conversations.models import Conversation, Feedback, SignupAttempt
 
 
 def _get_conversation_for_user(request: HttpRequest, conversation_id: UUID) -> Conversation:
@@ -57,18 +64,87 @@ def signup(request: HttpRequest) -> HttpResponse:
         return redirect("index")
 
     form = SignupForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
+    if request.method == "POST":
+        address = get_client_ip_address(request) or ""
+        user = None
         with transaction.atomic():
-            user = form.save()
-            # The first account on an empty database administers the install,
-            # so a fresh install needs no createsuperuser step (as Open WebUI).
-            first_pk = get_user_model().objects.order_by("pk").values_list("pk", flat=True).first()
-            if first_pk == user.pk:
-                user.is_staff = user.is_superuser = True
-                user.save(update_fields=["is_staff", "is_superuser"])
-        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-        return redirect("index")
+            wait = SignupAttempt.wait_for(address)
+            if wait is None and form.is_valid():
+                user = form.save()
+                SignupAttempt.record(address)
+                # The first account on an empty database administers the install,
+                # so a fresh install needs no createsuperuser step (as Open WebUI).
+                first_pk = get_user_model().objects.order_by("pk").values_list("pk", flat=True).first()
+                if first_pk == user.pk:
+                    user.is_staff = user.is_superuser = True
+                    user.save(update_fields=["is_staff", "is_superuser"])
+        if wait is not None:
+            # The form comes back as typed but for the passwords (never rendered back).
+            minutes = max(1, math.ceil(wait.total_seconds() / 60))
+            refused = ngettext(
+                "Too many accounts were created from your address. Try again in %(minutes)d minute.",
+                "Too many accounts were created from your address. Try again in %(minutes)d minutes.",
+                minutes,
+            ) % {"minutes": minutes}
+            return render(request, "registration/signup.html", {"form": form, "refused": refused}, status=429)
+        if user is not None:
+            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+            return redirect("index")
     return render(request, "registration/signup.html", {"form": form})
+
+
+def _render_settings(request: HttpRequest, status: int = 200, **bound) -> HttpResponse:
+    ctx = _page_context(
+        request,
+        conversation_count=Conversation.objects.filter(owner=request.user).count(),
+        conversations_form=bound.get("conversations_form") or DeleteConversationsForm(),
+        account_form=bound.get("account_form") or DeleteAccountForm(request=request),
+    )
+    return render(request, "account/settings.html", ctx, status=status)
+
+
+@require_GET
+def account_settings(request: HttpRequest) -> HttpResponse:
+    return _render_settings(request)
+
+
+@require_GET
+def account_export(request: HttpRequest) -> HttpResponse:
+    """Everything the user keeps here, as one JSON document to save."""
+    user = request.user
+    pieces = export.aaccount_export(user) if isinstance(request, ASGIRequest) else export.account_export(user)
+    response = StreamingHttpResponse(pieces, content_type="application/json; charset=utf-8")
+    filename = f"chat-{user.get_username()}-{timezone.now():%Y-%m-%d}.json"
+    response["Content-Disposition"] = content_disposition_header(as_attachment=True, filename=filename)
+    patch_cache_control(response, private=True, no_store=True)
+    return response
+
+
+@require_POST
+def delete_all_conversations(request: HttpRequest) -> HttpResponse:
+    form = DeleteConversationsForm(request.POST)
+    if not form.is_valid():
+        return _render_settings(request, status=400, conversations_form=form)
+    count = actions.delete_conversations(request.user)
+    flash.success(
+        request,
+        ngettext("%(count)d conversation deleted.", "%(count)d conversations deleted.", count) % {"count": count},
+    )
+    return redirect("account_settings")
+
+
+@require_POST
+def delete_account(request: HttpRequest) -> HttpResponse:
+    form = DeleteAccountForm(request.POST, request=request)
+    if not form.is_valid():
+        return _render_settings(request, status=400, account_form=form)
+    # Replies stopped first; the rows then go with the user's (cascade), and
+    # the staff's audit log keeps its entries (actor SET_NULL, name kept).
+    actions.delete_conversations(request.user)
+    request.user.delete()
+    logout(request)
+    flash.success(request, _("Your account and all its conversations were deleted."))
+    return redirect("login")
 
 
 def _render_index(request: HttpRequest, status: int = 200, **extra) -> HttpResponse:
@@ -268,7 +344,7 @@ def update_settings(request: HttpRequest, conversation_id: UUID) -> HttpResponse
 def delete(request: HttpRequest, conversation_id: UUID) -> HttpResponse:
     conv = _get_conversation_for_user(request, conversation_id)
     if request.method == "POST":
-        conv.delete()
+        actions.delete_conversations(request.user, [conv.id])
         flash.success(request, _("Conversation deleted."))
         return redirect("index")
     return render(request, "conversations/delete.html", _page_context(request, conversation=conv))
@@ -313,6 +389,13 @@ def feedback(request: HttpRequest, conversation_id: UUID, message_id: UUID) -> H
     if error:
         flash.error(request, error)
     return redirect(f"{conv.get_absolute_url()}#msg-{msg.id}")
+
+
+@require_GET
+def usage_page(request: HttpRequest) -> HttpResponse:
+    """What the user's budgets leave, and what they used by model by day."""
+    context = {"budgets": usage.budgets_for(request.user), "days": usage.daily_usage(request.user)}
+    return render(request, "conversations/usage.html", _page_context(request, **context))
 
 
 def locked_out(request: HttpRequest, credentials: dict | None = None, *args, **kwargs) -> HttpResponse:

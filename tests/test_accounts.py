@@ -1,6 +1,12 @@
+from datetime import timedelta
+
 import pytest
 from django.contrib.auth import get_user_model
+from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
+
+from conversations.models import SignupAttempt
 
 pytestmark = pytest.mark.django_db
 
@@ -86,3 +92,61 @@ def test_a_right_password_before_the_limit_logs_in_and_resets_the_count(client, 
     client.logout()
     response = client.post(reverse("login"), {"username": "alice", "password": "wrong"})
     assert response.status_code == 200
+
+
+def _sign_up(client, username, address="203.0.113.7"):
+    return client.post(reverse("signup"), {"username": username, **SIGNUP}, REMOTE_ADDR=address)
+
+
+def test_the_sixth_sign_up_from_one_address_in_an_hour_is_refused_and_says_when_to_try_again(client, settings):
+    settings.CHAT_SIGNUPS_PER_HOUR = 5
+    for number in range(5):
+        assert _sign_up(Client(), f"user{number}").status_code == 302
+    response = _sign_up(client, "sixth")
+    assert response.status_code == 429
+    body = response.content.decode()
+    assert "Too many accounts were created from your address. Try again in 60 minutes." in body
+    assert 'value="sixth"' in body  # what was typed comes back...
+    assert SIGNUP["password1"] not in body  # ...but for the passwords
+    assert not get_user_model().objects.filter(username="sixth").exists()
+    assert "_auth_user_id" not in client.session
+
+
+def test_a_sign_up_from_another_address_is_accepted_when_one_address_is_refused(settings):
+    settings.CHAT_SIGNUPS_PER_HOUR = 2
+    for number in range(2):
+        _sign_up(Client(), f"user{number}")
+    assert _sign_up(Client(), "refused").status_code == 429
+    assert _sign_up(Client(), "elsewhere", address="198.51.100.9").status_code == 302
+    assert get_user_model().objects.filter(username="elsewhere").exists()
+
+
+def test_the_refusal_counts_down_from_the_oldest_sign_up_in_the_hour(settings):
+    settings.CHAT_SIGNUPS_PER_HOUR = 1
+    _sign_up(Client(), "first")
+    SignupAttempt.objects.update(created_at=timezone.now() - timedelta(minutes=50))
+    response = _sign_up(Client(), "second")
+    assert response.status_code == 429
+    assert "Try again in 10 minutes." in response.content.decode()
+
+
+def test_sign_ups_older_than_an_hour_no_longer_count_and_are_pruned(settings):
+    settings.CHAT_SIGNUPS_PER_HOUR = 1
+    _sign_up(Client(), "first")
+    SignupAttempt.objects.update(created_at=timezone.now() - timedelta(minutes=61))
+    assert _sign_up(Client(), "second").status_code == 302
+    assert SignupAttempt.objects.count() == 1  # the old row went, the new one stays
+
+
+def test_failed_sign_ups_do_not_count(settings):
+    settings.CHAT_SIGNUPS_PER_HOUR = 1
+    mismatched = {"username": "x", "password1": "a-long-passphrase-9", "password2": "no"}
+    for _ in range(3):
+        assert Client().post(reverse("signup"), mismatched).status_code == 200
+    assert _sign_up(Client(), "real", address="127.0.0.1").status_code == 302
+
+
+def test_no_sign_up_limit_when_it_is_zero(settings):
+    settings.CHAT_SIGNUPS_PER_HOUR = 0
+    for number in range(7):
+        assert _sign_up(Client(), f"user{number}").status_code == 302

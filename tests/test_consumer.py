@@ -74,7 +74,9 @@ async def test_it_writes_once_at_the_end_whatever_the_length(alice, conversation
     await communicator.disconnect()
 
     short, long_ = counts.values()
-    assert len(short) == len(long_) == 4  # user message, reply row, conversation activity, the final save
+    # user message, reply row, conversation activity, the final save, its usage in the ledger
+    assert len(short) == len(long_) == 5
+    assert sum("conversations_usageday" in sql for sql in long_) == 1
     assert sum('UPDATE "conversations_message"' in sql for sql in long_) == 1
 
 

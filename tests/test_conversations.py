@@ -359,3 +359,26 @@ def test_conversation_pages_and_fragments_are_private_and_never_stored(alice_cli
         assert response.status_code == 200, url
         directives = {d.strip() for d in response["Cache-Control"].split(",")}
         assert {"private", "no-store"} <= directives, url
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_deleting_a_conversation_stops_its_reply_first(alice, conversation, settings):
+    import asyncio
+
+    from django.test import AsyncClient
+
+    from conversations import generation
+
+    settings.CHAT_DEMO_MODEL = "1"
+    settings.CHAT_DEMO_TOKEN_DELAY_MS = 200  # still being written when the deletion comes
+    client = AsyncClient()
+    await client.aforce_login(alice)
+    await client.post(reverse("send", args=[conversation.id]), {"text": "a long one"})
+    running = generation.get_active(conversation.id)
+    assert running is not None
+
+    response = await client.post(reverse("delete", args=[conversation.id]))
+    assert response.status_code == 302
+    await asyncio.wait_for(running.done.wait(), 10)
+    assert running.message.status == "stopped"
+    assert not await Message.objects.filter(conversation_id=conversation.id).aexists()
