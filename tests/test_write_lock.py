@@ -89,6 +89,21 @@ class WriteLock:
     async def kill_waiting_writer(self, within: float = 10.0) -> bool:
         return await asyncio.to_thread(self._kill_waiting_writer, within)
 
+    def _commit(self, sql: str, params: list) -> None:
+        """Run ``sql`` in the held lock's transaction and commit it, releasing the lock."""
+        if self.vendor == "sqlite":
+            self.raw.execute(sql.replace("%s", "?"), params)
+            self.raw.execute("COMMIT")
+        else:
+            with self.raw.cursor() as cursor:
+                cursor.execute(sql, params)
+                cursor.execute("COMMIT")
+        raw, self.raw = self.raw, None
+        raw.close()
+
+    async def commit(self, sql: str, params: list) -> None:
+        await asyncio.to_thread(self._commit, sql, params)
+
     async def take(self) -> None:
         await asyncio.to_thread(self._take)
 
@@ -437,3 +452,28 @@ async def test_another_conversations_socket_connects_while_a_send_waits_for_the_
     assert unsaved_when_joined == []
     assert f'id="msg-{reply.id}"' in state
     assert _acknowledged(frames) and delta_text(frames) == expected_text("fake-normal")
+
+
+async def test_a_reply_whose_row_is_deleted_while_its_final_write_waits_is_let_go(
+    alice, conversation, openai_fake, settings, write_lock, caplog
+):
+    settings.CHAT_WRITE_LOCK_SECONDS = 0.1
+    settings.CHAT_FINAL_SAVE_RETRY_SECONDS = 300
+    await sync_to_async(openai_fake)(conversation, LONG)
+    communicator = await connect(alice, conversation)
+    await send(communicator, action="send", text="a long one")
+    await first_delta(communicator)
+    running = generation.get_active(conversation.id)
+
+    await write_lock.take()
+    await _until_frame(communicator, NOT_SAVED)
+    # The lock's holder deletes the conversation's messages (as a deletion in
+    # another worker would) and commits: the next attempt finds no row.
+    key = Conversation._meta.pk.get_db_prep_value(conversation.pk, connection)
+    await write_lock.commit(f'DELETE FROM "{Message._meta.db_table}" WHERE conversation_id = %s', [key])
+    await asyncio.wait_for(running.done.wait(), 20)
+    await communicator.disconnect()
+
+    assert generation.get_active(conversation.id) is None and not running.unsaved
+    assert f"reply {running.message.id} ended after its conversation was deleted" in caplog.text
+    assert await _messages(conversation) == []
