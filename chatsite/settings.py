@@ -302,6 +302,9 @@ CHAT_MAX_TOKENS_LIMIT = envint("CHAT_MAX_TOKENS_LIMIT", 32000)
 # Conversations idle this many days are deleted by `manage.py purgeconversations`
 # (run it from cron or a systemd timer); 0 keeps everything.
 CHAT_RETENTION_DAYS = envfloat("CHAT_RETENTION_DAYS", 0)
+# Imports (conversations.imports): the largest file, and the most conversations one import takes.
+CHAT_IMPORT_MAX_MB = envint("CHAT_IMPORT_MAX_MB", 50)
+CHAT_IMPORT_MAX_CONVERSATIONS = envint("CHAT_IMPORT_MAX_CONVERSATIONS", 5000)
 CHAT_FRAME_INTERVAL_MS = envint("CHAT_FRAME_INTERVAL_MS", 50)
 # A conversation page shows its newest CHAT_PAGE_MESSAGES messages; earlier
 # ones load as the reader scrolls up (or all at once with ?all=1, without JavaScript).

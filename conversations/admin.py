@@ -442,8 +442,21 @@ class FlagAdmin(admin.ModelAdmin):
         return str(obj.message_id)[:8] if obj.message_id else "–"
 
 
+class LedgerAdmin(admin.ModelAdmin):
+    """Read-only: nobody adds, changes or deletes a ledger's rows here."""
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
 @admin.register(AuditLog)
-class AuditLogAdmin(admin.ModelAdmin):
+class AuditLogAdmin(LedgerAdmin):
     list_display = ("created_at", "actor_username", "action", "conversation_list", "details")
     list_filter = ("action", "created_at", ("actor", admin.RelatedOnlyFieldListFilter))
     search_fields = ("actor_username",)
@@ -457,15 +470,6 @@ class AuditLogAdmin(admin.ModelAdmin):
 
     def has_view_permission(self, request, obj=None) -> bool:
         return request.user.is_active and request.user.is_superuser
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
     @admin.display(description=_("conversations"))
     def conversation_list(self, obj: AuditLog):
@@ -496,23 +500,14 @@ class BudgetAdmin(admin.ModelAdmin):
 
 
 @admin.register(UsageDay)
-class UsageDayAdmin(admin.ModelAdmin):
-    """Every user's tokens and cost by day and model: read-only, it is a ledger."""
+class UsageDayAdmin(LedgerAdmin):
+    """Every user's tokens and cost by day and model."""
 
     list_display = ("day", "user", "model_key", "calls", "input_tokens", "output_tokens", "cost", "unmetered")
     list_filter = ("day", "model_key")
     list_select_related = ("user",)
     search_fields = ("user__username", "model_key")
     date_hierarchy = "day"
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
     @admin.display(description=_("cost (USD)"))
     def cost(self, obj: UsageDay) -> str:

@@ -29,6 +29,10 @@ MESSAGE_FIELDS = (
     "error_detail",
 )
 EXPORT_BATCH = 100
+# The documented formats (docs/export-format.md); an importer reads any version up to its own.
+CONVERSATION_FORMAT = "chatsite.conversation"
+ACCOUNT_FORMAT = "chatsite.account"
+FORMAT_VERSION = 1
 
 
 def _iso(value) -> str | None:
@@ -48,6 +52,7 @@ def conversation_record(conversation: Conversation) -> dict:
         "temperature": conversation.temperature,
         "max_tokens": conversation.max_tokens,
         "archived": conversation.archived,
+        "imported_from": conversation.imported_from,
         "created_at": _iso(conversation.created_at),
         "updated_at": _iso(conversation.updated_at),
         "flags": [
@@ -80,12 +85,7 @@ def conversation_record(conversation: Conversation) -> dict:
 
 
 def _records(ids) -> list[dict]:
-    conversations = (
-        Conversation.objects.filter(pk__in=ids)
-        .select_related("owner")
-        .prefetch_related("messages__feedback", "flags")
-        .order_by("created_at", "id")
-    )
+    conversations = for_owner(Conversation.objects.filter(pk__in=ids)).order_by("created_at", "id")
     return [conversation_record(c) for c in conversations]
 
 
@@ -122,18 +122,42 @@ def _account_head(user) -> tuple[str, list]:
         "date_joined": _iso(user.date_joined),
         "last_login": _iso(user.last_login),
     }
-    head = {"exported_at": _iso(timezone.now()), "account": account}
+    head = {
+        "format": ACCOUNT_FORMAT,
+        "version": FORMAT_VERSION,
+        "exported_at": _iso(timezone.now()),
+        "account": account,
+    }
     ids = list(Conversation.objects.filter(owner=user).order_by("created_at", "id").values_list("pk", flat=True))
     return json.dumps(head, ensure_ascii=False)[:-1] + ', "conversations": [\n', ids
 
 
+def own_record(conversation: Conversation) -> dict:
+    """One conversation as its owner may take it out: every branch with
+    provenance, without the reviewers' flags and notes (the staff's, not
+    theirs).  Expects what ``conversation_record`` expects prefetched."""
+    record = conversation_record(conversation)
+    del record["flags"], record["owner"]
+    return record
+
+
+def conversation_document(conversation: Conversation) -> dict:
+    """``own_record`` as a file of its own, with the format and its version."""
+    return {
+        "format": CONVERSATION_FORMAT,
+        "version": FORMAT_VERSION,
+        "exported_at": _iso(timezone.now()),
+        **own_record(conversation),
+    }
+
+
+def for_owner(queryset):
+    """What ``own_record`` and ``conversation_record`` need, prefetched."""
+    return queryset.select_related("owner").prefetch_related("messages__feedback", "flags")
+
+
 def _account_batch(ids, first: bool) -> str:
-    records = []
-    for record in _records(ids):
-        # A reviewer's flags and notes are the staff's, not the user's.
-        del record["flags"]
-        records.append(json.dumps(record, ensure_ascii=False))
-    return ("" if first else ",\n") + ",\n".join(records)
+    return ("" if first else ",\n") + ",\n".join(line.rstrip("\n") for line in _own_batch(ids))
 
 
 def _account_tail(user) -> str:
@@ -171,3 +195,23 @@ async def aaccount_export(user):
     for start in range(0, len(ids), EXPORT_BATCH):
         yield await sync_to_async(_account_batch)(ids[start : start + EXPORT_BATCH], start == 0)
     yield await sync_to_async(_account_tail)(user)
+
+
+def _own_batch(ids) -> list[str]:
+    conversations = for_owner(Conversation.objects.filter(pk__in=ids)).order_by("created_at", "id")
+    return [json.dumps(own_record(c), ensure_ascii=False) + "\n" for c in conversations]
+
+
+def own_lines(conversation_ids):
+    """A user's own conversations as JSON Lines (``own_record`` per line), in batches."""
+    ids = list(conversation_ids)
+    for start in range(0, len(ids), EXPORT_BATCH):
+        yield from _own_batch(ids[start : start + EXPORT_BATCH])
+
+
+async def aown_lines(conversation_ids):
+    """The same lines for an ASGI server."""
+    ids = await sync_to_async(list)(conversation_ids)
+    for start in range(0, len(ids), EXPORT_BATCH):
+        for line in await sync_to_async(_own_batch)(ids[start : start + EXPORT_BATCH]):
+            yield line

@@ -105,6 +105,16 @@ class FeedbackForm(forms.Form):
     comment = forms.CharField(label=_("Comment"), max_length=2000, required=False, strip=True)
 
 
+class ImportForm(forms.Form):
+    file = forms.FileField(
+        label=_("Export file"),
+        help_text=_(
+            "This app's JSON, or the conversations.json (or the whole ZIP) of a ChatGPT or Claude data export."
+        ),
+        error_messages={"required": _("Choose a file to import.")},
+    )
+
+
 class DeleteConversationsForm(forms.Form):
     confirm = forms.BooleanField(
         label=_("I understand that all my conversations will be deleted, and that this cannot be undone."),

@@ -109,12 +109,29 @@ class Conversation(models.Model):
     updated_at = models.DateTimeField(_("updated"), default=timezone.now, db_index=True)
     archived = models.BooleanField(_("archived"), default=False)
 
+    class Source(models.TextChoices):
+        HERE = "", _("Written here")
+        CHATSITE = "chatsite", _("Imported from this app's export")
+        CHATGPT = "chatgpt", _("Imported from ChatGPT")
+        CLAUDE = "claude", _("Imported from Claude")
+
+    # Where an imported conversation came from, and its id there (a re-import skips it).
+    imported_from = models.CharField(_("imported from"), max_length=16, choices=Source.choices, blank=True)
+    source_id = models.CharField(_("id at the source"), max_length=200, blank=True)
+
     objects = ConversationQuerySet.as_manager()
 
     class Meta:
         verbose_name = _("conversation")
         verbose_name_plural = _("conversations")
         indexes = [models.Index(fields=["owner", "archived", "-updated_at"], name="conv_owner_activity")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["owner", "imported_from", "source_id"],
+                condition=~Q(source_id=""),
+                name="conv_imported_once",
+            )
+        ]
         # Reading what users wrote is a separate grant from seeing that conversations exist.
         permissions = [("review_conversation", _("Can read conversation transcripts in the admin"))]
 

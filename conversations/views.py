@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import math
 from uuid import UUID
 
@@ -13,19 +14,22 @@ from django.core.handlers.asgi import ASGIRequest
 from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
 from django.utils import timezone
 from django.utils.cache import patch_cache_control
 from django.utils.http import content_disposition_header
+from django.utils.text import slugify
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from conversations import actions, export, providers, usage
+from conversations import actions, export, imports, providers, usage
 from conversations.forms import (
     ConversationSettingsForm,
     DeleteAccountForm,
     DeleteConversationsForm,
     FeedbackForm,
+    ImportForm,
     MessageForm,
     ModelForm,
     RenameForm,
@@ -99,6 +103,8 @@ def _render_settings(request: HttpRequest, status: int = 200, **bound) -> HttpRe
         conversation_count=Conversation.objects.filter(owner=request.user).count(),
         conversations_form=bound.get("conversations_form") or DeleteConversationsForm(),
         account_form=bound.get("account_form") or DeleteAccountForm(request=request),
+        import_form=bound.get("import_form") or ImportForm(),
+        import_error=bound.get("import_error", ""),
     )
     return render(request, "account/settings.html", ctx, status=status)
 
@@ -118,6 +124,63 @@ def account_export(request: HttpRequest) -> HttpResponse:
     response["Content-Disposition"] = content_disposition_header(as_attachment=True, filename=filename)
     patch_cache_control(response, private=True, no_store=True)
     return response
+
+
+def _download(pieces, content_type: str, filename: str) -> HttpResponse:
+    response = StreamingHttpResponse(pieces, content_type=content_type)
+    response["Content-Disposition"] = content_disposition_header(as_attachment=True, filename=filename)
+    patch_cache_control(response, private=True, no_store=True)
+    return response
+
+
+@require_GET
+def account_export_lines(request: HttpRequest) -> HttpResponse:
+    """Every conversation of the user, one JSON document per line, streamed."""
+    ids = Conversation.objects.filter(owner=request.user).order_by("created_at", "id").values_list("pk", flat=True)
+    lines = export.aown_lines(ids) if isinstance(request, ASGIRequest) else export.own_lines(ids)
+    filename = f"chat-{request.user.get_username()}-{timezone.now():%Y-%m-%d}.jsonl"
+    return _download(lines, "application/jsonl; charset=utf-8", filename)
+
+
+@require_GET
+def conversation_export(request: HttpRequest, conversation_id: UUID, fmt: str) -> HttpResponse:
+    """One conversation as Markdown (the branch shown) or JSON (every branch, with provenance)."""
+    conv = _get_conversation_for_user(request, conversation_id)
+    if fmt not in ("md", "json"):
+        raise Http404
+    name = slugify(conv.title, allow_unicode=True)[:60] or str(conv.id)
+    if fmt == "md":
+        text = render_to_string(
+            "conversations/export.md", {"conversation": conv, "transcript": list(conv.transcript())}
+        )
+        return _download([text], "text/markdown; charset=utf-8", f"{name}.md")
+    record = export.conversation_document(export.for_owner(Conversation.objects.filter(pk=conv.pk)).get())
+    return _download(
+        [json.dumps(record, ensure_ascii=False, indent=1)], "application/json; charset=utf-8", f"{name}.json"
+    )
+
+
+@require_POST
+def import_conversations(request: HttpRequest) -> HttpResponse:
+    """Bring in an export (this app's, ChatGPT's or Claude's): all of it or nothing."""
+    form = ImportForm(request.POST, request.FILES)
+    if not form.is_valid():
+        return _render_settings(request, status=400, import_form=form)
+    try:
+        outcome = imports.import_file(request.user, form.cleaned_data["file"])
+    except imports.ImportFailed as failed:
+        return _render_settings(request, status=400, import_error=failed.message)
+    done = ngettext("%(count)d conversation imported.", "%(count)d conversations imported.", outcome.imported) % {
+        "count": outcome.imported
+    }
+    if outcome.skipped:
+        done += " " + ngettext(
+            "%(count)d was here already and was skipped.",
+            "%(count)d were here already and were skipped.",
+            outcome.skipped,
+        ) % {"count": outcome.skipped}
+    flash.success(request, done)
+    return redirect("account_settings")
 
 
 @require_POST

@@ -17,16 +17,9 @@ from django.utils import timezone
 from conversations import usage
 from conversations.models import Budget, Message, RunUsage, UsageDay
 from devtools.fakeprovider import expected_text
-from tests.wsclient import connect, delta_text, send, until_final
+from tests.wsclient import composer_error, connect, delta_text, send, until_final
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
-
-
-async def _composer_error(communicator) -> str:
-    while True:
-        frame = await communicator.receive_from(timeout=10)
-        if 'id="composer-error"' in frame and "alert" in frame and "></div>" not in frame:
-            return frame
 
 
 async def _reply(user, conversation, text="hello") -> list[str]:
@@ -92,7 +85,7 @@ async def test_a_send_over_the_daily_token_budget_is_refused_says_when_it_renews
 
     communicator = await connect(alice, conversation)
     await send(communicator, action="send", text="还有一个问题 one more")
-    error = await _composer_error(communicator)
+    error = await composer_error(communicator)
     await communicator.disconnect()
     assert "You have used your daily budget (" in error and "of 10 tokens). It renews in" in error
     texts = await database_sync_to_async(list)(Message.objects.filter(role="user").values_list("content", flat=True))

@@ -8,16 +8,9 @@ from channels.db import database_sync_to_async
 
 from conversations.models import Conversation, Message
 from devtools.fakeprovider import expected_text
-from tests.wsclient import connect, delta_text, first_delta, send, until_final
+from tests.wsclient import composer_error, connect, delta_text, first_delta, send, until_final
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
-
-
-async def _composer_error(communicator) -> str:
-    while True:
-        frame = await communicator.receive_from(timeout=10)
-        if 'id="composer-error"' in frame and "alert" in frame and "></div>" not in frame:
-            return frame
 
 
 async def test_a_send_beyond_the_concurrent_replies_allowed_is_refused_and_saves_nothing(
@@ -33,7 +26,7 @@ async def test_a_send_beyond_the_concurrent_replies_allowed_is_refused_and_saves
 
     refused = await connect(alice, other)
     await send(refused, action="send", text="写一首诗 while the other is written")
-    error = await _composer_error(refused)
+    error = await composer_error(refused)
     assert "1 reply being written, the most allowed" in error
     assert not await database_sync_to_async(Message.objects.filter(conversation=other).exists)()
 
@@ -52,7 +45,7 @@ async def test_a_send_beyond_the_replies_per_minute_says_when_to_try_again(alice
         await send(communicator, action="send", text=text)
         await until_final(communicator)
     await send(communicator, action="send", text="three")
-    error = await _composer_error(communicator)
+    error = await composer_error(communicator)
     await communicator.disconnect()
     assert "2 replies in the last minute, the most allowed. Try again in" in error
     texts = await database_sync_to_async(list)(Message.objects.filter(role="user").values_list("content", flat=True))

@@ -58,3 +58,11 @@ async def first_delta(communicator, wait=10.0) -> list[str]:
         frames.append(await communicator.receive_from(timeout=wait))
         if has_delta(frames[-1]):
             return frames
+
+
+async def composer_error(communicator) -> str:
+    """The next frame that shows an error under the composer."""
+    while True:
+        frame = await communicator.receive_from(timeout=10)
+        if 'id="composer-error"' in frame and "alert" in frame and "></div>" not in frame:
+            return frame
