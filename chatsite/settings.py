@@ -340,6 +340,14 @@ CHAT_GC_TUNING = envbool("CHAT_GC_TUNING", True)
 CHAT_CHECKPOINT_SECONDS = envfloat("CHAT_CHECKPOINT_SECONDS", 2.0)
 CHAT_HEARTBEAT_SECONDS = envfloat("CHAT_HEARTBEAT_SECONDS", 10.0)
 CHAT_HEARTBEAT_TIMEOUT_SECONDS = envfloat("CHAT_HEARTBEAT_TIMEOUT_SECONDS", 30.0)
+# How long a write waits for the database's write lock (SQLite's one writer,
+# a PostgreSQL lock) before it gives up: a send (refused, "try again", the text
+# kept), and each background write (a checkpoint, skipped until the next tick;
+# an attempt at a reply's final write, retried with backoff for
+# CHAT_FINAL_SAVE_RETRY_SECONDS and then at every tick while the reply is kept).
+CHAT_SEND_LOCK_SECONDS = envfloat("CHAT_SEND_LOCK_SECONDS", 5.0)
+CHAT_WRITE_LOCK_SECONDS = envfloat("CHAT_WRITE_LOCK_SECONDS", 2.0)
+CHAT_FINAL_SAVE_RETRY_SECONDS = envfloat("CHAT_FINAL_SAVE_RETRY_SECONDS", 60.0)
 # Prices come from the model catalogue alone (built-in, or CHAT_MODEL_OPTIONS'
 # price_in/price_out); the old second source is refused rather than ignored.
 if os.environ.get("CHAT_MODEL_PRICES"):

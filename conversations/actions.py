@@ -10,24 +10,25 @@ two paths cannot drift apart.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import re
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from asgiref.sync import async_to_sync
 from channels.db import aclose_old_connections, database_sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import transaction
+from django.db import OperationalError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
-from conversations import durability, frames, generation, providers, temporary, usage
+from conversations import db, durability, frames, generation, providers, temporary, usage
 from conversations.generation import Generation
 from conversations.models import CHARS_PER_TOKEN, TITLE_CHARS, Conversation, Feedback, Message, RunUsage, UsageDay
 from conversations.providers.base import ChatMessage, ChatRequest, ModelSpec, ProviderError, TextDelta, Usage
@@ -63,7 +64,9 @@ def _lock_idle(
     ReplyRefused or Conversation.DoesNotExist."""
     conversation = Conversation.objects.for_user(user).select_for_update().get(pk=conversation_id)
     busy = _("A reply is still being written. Wait for it to finish, or stop it.")
-    if generation.get_active(conversation.id) is not None:
+    running = generation.get_active(conversation.id)
+    if running is not None:
+        _refuse_if_unsaved(conversation.id)
         raise ReplyRefused(busy)
     settled = durability.settle(conversation.id)
     if conversation.messages.streaming().exists():
@@ -126,9 +129,41 @@ def _check_limits(user) -> None:
         raise ReplyRefused(refusal)
 
 
-@database_sync_to_async
-def _new_turn(conversation_id: UUID, user, text: str) -> _Turn:
-    with transaction.atomic():
+def _refuse_if_unsaved(conversation_id: UUID) -> None:
+    running = generation.get_active(conversation_id)
+    if running is not None and running.unsaved:
+        raise ReplyRefused(_("The last reply is not saved yet. Try again in a moment."))
+
+
+@contextlib.contextmanager
+def _turn_transaction(conversation_id: UUID, refusal: str = ""):
+    """The transaction a turn of ``conversation_id`` is set up in.  It waits
+    at most CHAT_SEND_LOCK_SECONDS for the database's write lock; a lock not
+    had in time (another writer held it) rolls everything back and is a
+    ReplyRefused saying ``refusal``, so the user tries again instead of losing
+    the message.  A reply whose final write is being retried (the lock is
+    likely held) is refused at once, without waiting for the lock."""
+    _refuse_if_unsaved(conversation_id)
+    try:
+        with db.bounded_atomic(settings.CHAT_SEND_LOCK_SECONDS):
+            yield
+    except OperationalError as exc:
+        if not db.is_busy(exc):
+            raise
+        logger.warning("a turn was refused: the database stayed locked for %s s", settings.CHAT_SEND_LOCK_SECONDS)
+        raise ReplyRefused(refusal or _("The server is busy. Try again.")) from exc
+
+
+def _busy_not_sent() -> str:
+    return _("The server is busy and your message was not sent. Try again.")
+
+
+@db.turn
+def _new_turn(conversation_id: UUID, user, text: str, new_model: str | None = None) -> _Turn:
+    """``new_model``: create the conversation first, with that model."""
+    with _turn_transaction(conversation_id, _busy_not_sent()):
+        if new_model is not None:
+            Conversation.objects.create(pk=conversation_id, owner=user, model_key=new_model)
         conversation, spec, settled = _lock_idle(conversation_id, user)
         history = list(conversation.transcript())
         question = Message.objects.create(
@@ -150,9 +185,9 @@ def _offered(model_key: str) -> ModelSpec:
     return spec
 
 
-@database_sync_to_async
+@db.turn
 def _regenerate_turn(conversation_id: UUID, user, message_id: UUID, model_key: str) -> _Turn:
-    with transaction.atomic():
+    with _turn_transaction(conversation_id):
         conversation, spec, settled = _lock_idle(conversation_id, user)
         if model_key:
             spec = _offered(model_key)
@@ -172,9 +207,9 @@ def _regenerate_turn(conversation_id: UUID, user, message_id: UUID, model_key: s
     return _Turn(conversation, reply, branch[:index], shown, settled)
 
 
-@database_sync_to_async
+@db.turn
 def _edit_turn(conversation_id: UUID, user, message_id: UUID, text: str) -> _Turn:
-    with transaction.atomic():
+    with _turn_transaction(conversation_id, _busy_not_sent()):
         conversation, spec, settled = _lock_idle(conversation_id, user)
         branch = conversation.transcript()
         index = branch.index_of(message_id)
@@ -188,9 +223,9 @@ def _edit_turn(conversation_id: UUID, user, message_id: UUID, text: str) -> _Tur
     return _Turn(conversation, reply, [*branch[:index], question], shown, settled)
 
 
-@database_sync_to_async
+@db.turn
 def _switch(conversation_id: UUID, user, message_id: UUID) -> str:
-    with transaction.atomic():
+    with _turn_transaction(conversation_id):
         conversation, _spec, _settled = _lock_idle(conversation_id, user, need_model=False)
         message = conversation.messages.filter(pk=message_id).first()
         if message is None:
@@ -200,9 +235,9 @@ def _switch(conversation_id: UUID, user, message_id: UUID) -> str:
     return frames.transcript(conversation, conversation.transcript())
 
 
-@database_sync_to_async
+@db.turn
 def _continue_turn(conversation_id: UUID, user, message_id: UUID) -> _Turn:
-    with transaction.atomic():
+    with _turn_transaction(conversation_id):
         conversation, spec, settled = _lock_idle(conversation_id, user)
         branch = conversation.transcript()
         reply = branch.last_reply
@@ -251,11 +286,25 @@ async def start_reply(conversation_id: UUID, user, text: str) -> Generation:
     """Save ``text`` as the user's message and start the reply to it.
 
     Raises ReplyRefused (nothing saved) when a reply is already being written
-    or the conversation has no model; Conversation.DoesNotExist for a
+    (or the last one is not saved yet), the conversation has no model, a limit
+    is reached or the database stayed locked for CHAT_SEND_LOCK_SECONDS; Conversation.DoesNotExist for a
     conversation ``user`` does not own.  ``text`` is valid (MessageForm).
     """
     await aclose_old_connections()
-    turn = await _new_turn(conversation_id, user, text)
+    return await _launch_new(await _new_turn(conversation_id, user, text))
+
+
+async def start_conversation(user, model_key: str, text: str) -> Conversation:
+    """Create ``user``'s conversation with model ``model_key``, ``text`` its
+    first message, and start the reply, all in the turn's one transaction: a
+    refusal (ReplyRefused, as for ``start_reply``) leaves no conversation."""
+    await aclose_old_connections()
+    turn = await _new_turn(uuid4(), user, text, new_model=model_key)
+    await _launch_new(turn)
+    return turn.conversation
+
+
+async def _launch_new(turn: _Turn) -> Generation:
     first = turn.conversation.title_source == Conversation.TitleSource.FIRST_LINE and len(turn.history) == 1
     return await _launch(turn, then=write_title if first and settings.CHAT_TITLE_MODEL != "off" else None)
 
@@ -339,18 +388,28 @@ async def write_title(reply: Message) -> None:
                     text.append(event.text)
                 elif isinstance(event, Usage):
                     used = event
-        await database_sync_to_async(UsageDay.add)(spec.key, _title_usage(used, text), user_id=conversation.owner_id)
+        # On the writer thread: a ledger write waiting for the lock must not hold up the sockets.
+        await db.background(UsageDay.add)(spec.key, _title_usage(used, text), user_id=conversation.owner_id)
         title = clean_title("".join(text))
         if not title:
             logger.warning("no title for conversation %s: the model answered nothing usable", conversation.id)
             return
         tokens = (used.input_tokens, used.output_tokens) if used else (None, None)
-        if await database_sync_to_async(conversation.take_model_title)(title, spec.key, *tokens):
+        if await _take_title(conversation, title, spec.key, *tokens):
             await frames.broadcast(conversation.id, await database_sync_to_async(frames.title)(conversation))
     except (ProviderError, TimeoutError) as exc:
         logger.warning("no title for conversation of reply %s: %s", reply.id, exc)
-    except Exception:
-        logger.exception("no title for conversation of reply %s", reply.id)
+    except Exception as exc:
+        if db.is_busy(exc):
+            logger.warning("no title for conversation of reply %s: the database stayed locked", reply.id)
+        else:
+            logger.exception("no title for conversation of reply %s", reply.id)
+
+
+@db.background
+def _take_title(conversation: Conversation, title: str, model_key: str, tokens_in, tokens_out) -> bool:
+    with db.bounded_atomic(settings.CHAT_WRITE_LOCK_SECONDS):
+        return conversation.take_model_title(title, model_key, tokens_in, tokens_out)
 
 
 def _title_usage(used: Usage | None, text: list[str]) -> RunUsage:
@@ -509,10 +568,10 @@ async def join(conversation_id: UUID, user, channel_name: str) -> Joined:
 
 
 # --- temporary chats: nothing written, see conversations.temporary -----------
-@database_sync_to_async
-def _check_temporary(user, model_key: str) -> ModelSpec:
+@db.turn
+def _check_temporary(chat_id: UUID, user, model_key: str) -> ModelSpec:
     spec = _offered(model_key)
-    with transaction.atomic():  # the user's row locked while counting, as for any reply
+    with _turn_transaction(chat_id, _busy_not_sent()):  # the user's row locked while counting, as for any reply
         _check_limits(user)
     return spec
 
@@ -523,7 +582,7 @@ async def start_temporary_reply(chat: temporary.TemporaryChat, user, text: str) 
     being written, the model not offered, a limit or budget reached."""
     if generation.get_active(chat.id) is not None:
         raise ReplyRefused(_("A reply is still being written. Wait for it or stop it first."))
-    spec = await _check_temporary(user, chat.model_key)
+    spec = await _check_temporary(chat.id, user, chat.model_key)
     now = timezone.now()
     shown = list(chat.transcript())
     question = chat.add(

@@ -16,6 +16,13 @@ process runs one small loop (``_tick``) while it has replies or sockets:
   checkpointed text, and its open tabs are sent the final bubble (with
   Continue and Retry).
 
+These writes run on the process's writer thread (``conversations.db``), not
+on the sockets' shared database thread, and wait a bounded time for the
+database's write lock: a checkpoint at most ``CHECKPOINT_LOCK_SECONDS`` (one
+that could not wait is written at the next tick), the sweep at most
+``CHAT_WRITE_LOCK_SECONDS``.  Every tick also tries again the final write of
+each reply that ended but is not saved yet (``generation.unsaved()``).
+
 With the in-memory channel layer there is one process, so a ``streaming`` reply
 it does not run is dead at once: ``settle`` marks it without waiting.
 """
@@ -29,11 +36,10 @@ import math
 from datetime import timedelta
 from uuid import UUID
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
-from conversations import frames, generation
+from conversations import db, frames, generation
 from conversations.models import Message
 
 logger = logging.getLogger(__name__)
@@ -41,6 +47,11 @@ logger = logging.getLogger(__name__)
 _worker: asyncio.Task | None = None
 _sockets = 0  # conversation sockets open in this process
 _last_sweep = -math.inf  # loop time of the last sweep
+
+# A checkpoint waits this long for the write lock at most: a writer holding it
+# longer delays only this checkpoint (the next tick writes the text again),
+# not the final writes queued behind it on the writer thread.
+CHECKPOINT_LOCK_SECONDS = 0.5
 
 
 def socket_opened() -> None:
@@ -76,12 +87,16 @@ def ensure_running() -> None:
 
 async def interrupt_all(within: float = 10.0) -> None:
     """End every reply this process is writing as ``interrupted``, saved with
-    all its text, and wait (bounded) until they are written."""
+    all its text, and wait (bounded) until they are written; a reply whose
+    final write has still not succeeded gets one last attempt."""
     running = generation.running()
     for reply in running:
         reply.interrupt()
     if running:
         await asyncio.wait([asyncio.ensure_future(reply.done.wait()) for reply in running], timeout=within)
+    for reply in generation.unsaved():
+        if not await reply.save_final():
+            logger.error("reply %s could not be saved before shutdown: it keeps its last checkpoint", reply.message.id)
 
 
 async def _run() -> None:
@@ -103,9 +118,20 @@ async def _run() -> None:
 
 async def _tick(now: float) -> None:
     global _last_sweep
+    for reply in generation.unsaved():
+        if not await reply.save_final(wait=False):
+            break  # the database still refuses: the others would wait for nothing
     checkpoints, beats = _due(now)
     if checkpoints or beats:
-        await database_sync_to_async(Message.objects.checkpoint)(checkpoints, beats)
+        try:
+            await _write_checkpoints(checkpoints, beats)
+        except Exception as exc:
+            for running in generation.running():
+                if running.message.id in checkpoints or running.message.id in beats:
+                    running.checkpoint_lost()
+            if not db.is_busy(exc):
+                raise
+            logger.warning("checkpoint skipped: the database stayed locked; written at the next tick")
     if now - _last_sweep >= settings.CHAT_HEARTBEAT_SECONDS:
         _last_sweep = now
         await sweep()
@@ -124,6 +150,12 @@ def _due(now: float) -> tuple[dict[UUID, tuple[str, str]], list[UUID]]:
         elif running.heartbeat_due(now, settings.CHAT_HEARTBEAT_SECONDS):
             beats.append(running.message.id)
     return checkpoints, beats
+
+
+@db.background
+def _write_checkpoints(texts: dict[UUID, tuple[str, str]], beats: list[UUID]) -> None:
+    with db.bounded_atomic(CHECKPOINT_LOCK_SECONDS):
+        Message.objects.checkpoint(texts, beats)
 
 
 def _dead(queryset):
@@ -146,8 +178,10 @@ def settle_owner(user) -> list[Message]:
     return _dead(Message.objects.of_owner(user)).interrupt()
 
 
+@db.background
 def _settle_all() -> list[Message]:
-    return _dead(Message.objects.all()).interrupt()
+    with db.bounded_atomic(settings.CHAT_WRITE_LOCK_SECONDS):
+        return _dead(Message.objects.all()).interrupt()
 
 
 async def sweep() -> int:
@@ -157,7 +191,7 @@ async def sweep() -> int:
     other process."""
     if not settings.REDIS_URL:
         return 0
-    swept = await database_sync_to_async(_settle_all)()
+    swept = await _settle_all()
     for message in swept:
         logger.warning("reply %s was left streaming by a worker that stopped; marked interrupted", message.id)
         await frames.announce(message)

@@ -44,10 +44,12 @@ def control_group(conversation_id: UUID | str) -> str:
 # --- rendering ---------------------------------------------------------------
 
 
-def bubble(message: Message, *, oob: bool = True, replaces: UUID | None = None) -> str:
+def bubble(message: Message, *, oob: bool = True, replaces: UUID | None = None, notice: str = "") -> str:
     """The message's bubble; ``oob`` swaps it in place of ``#msg-<id>`` (or of
-    ``#msg-<replaces>``, the reply a Retry supersedes)."""
-    return render_to_string("conversations/_message.html", {"msg": message, "oob": oob, "replaces": replaces})
+    ``#msg-<replaces>``, the reply a Retry supersedes); ``notice`` says that
+    what it shows is not saved yet."""
+    context = {"msg": message, "oob": oob, "replaces": replaces, "notice": notice}
+    return render_to_string("conversations/_message.html", context)
 
 
 def shown_streaming(message: Message, stream: StreamingMarkdown, reasoning: str, thought_ms: int | None) -> Message:

@@ -4,6 +4,9 @@ A ``Generation`` reads typed events from its provider, coalesces deltas into
 numbered frames (at most one per ``CHAT_FRAME_INTERVAL_MS``, a lone token at
 once) and hands them to ``frames``; when the reply ends (complete, stopped,
 error, interrupted) it is written once and a last frame replaces the bubble.
+A final write that fails (the database locked or gone) is retried: until it
+succeeds the reply stays registered, in memory, and its bubble says it is not
+saved yet (``save_final``, ``unsaved()``).
 It is not tied to a socket: closing a tab does not stop it.
 
 The per-process registry maps a conversation to its running generation, so a
@@ -18,15 +21,16 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import math
 import time
 from uuid import UUID
 
-from channels.db import aclose_old_connections, database_sync_to_async
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.utils.translation import gettext as _
 
-from conversations import frames, providers
+from conversations import db, frames, providers
 from conversations.models import Message
 from conversations.providers.base import ChatRequest, Finish, ProviderError, ReasoningDelta, TextDelta, Usage
 from conversations.streaming_markdown import StreamingMarkdown
@@ -41,6 +45,10 @@ MARKDOWN_SHARE_FROM = 0.002  # s: a feed cheaper than this never delays a frame
 WINDOW_MAX_FACTOR = 2.5  # at most this many times CHAT_FRAME_INTERVAL_MS
 WINDOW_PER_LATENESS = 3.0  # window added per second of smoothed lateness
 LATENESS_SMOOTHING = 0.05  # weight of one pump's lateness in the average
+
+# A final write that failed is tried again after these pauses, doubling.
+FINAL_SAVE_FIRST_PAUSE = 0.1
+FINAL_SAVE_MOST_PAUSE = 2.0
 
 _active: dict[UUID, Generation] = {}
 _after: set[asyncio.Task] = set()  # follow-up tasks (a title), referenced until done
@@ -78,6 +86,11 @@ def running() -> list[Generation]:
 def follow_ups() -> list[asyncio.Task]:
     """Tasks started after a reply completed (a title call) that are still running."""
     return list(_after)
+
+
+def unsaved() -> list[Generation]:
+    """The generations whose reply has ended but whose final write has not succeeded yet."""
+    return [running for running in _active.values() if running.unsaved]
 
 
 def register(generation: Generation) -> None:
@@ -147,11 +160,16 @@ class Generation:
         self._beat_at = 0.0
         self._stop_requested = False
         self._finishing = False
+        self._unsaved = False  # ended, final write not yet succeeded
+        self._saving = asyncio.Lock()
+        self._save_failures = 0
+        self.save_notice = ""  # shown in the final bubble while it is not saved
         self.task: asyncio.Task | None = None
         self._control_task: asyncio.Task | None = None
         self._control_channel = ""
         self._control_ready = asyncio.Event()
-        self.done = asyncio.Event()
+        self.ended = asyncio.Event()  # the reply's text is final; its final write begins
+        self.done = asyncio.Event()  # the final write succeeded and the tabs were sent the bubble
 
     # --- control ---------------------------------------------------------
     def start(self) -> None:
@@ -202,6 +220,10 @@ class Generation:
             return None
         self._checkpointed, self._beat_at = parts, now
         return self.prefix + "".join(self.text), "".join(self.reasoning)
+
+    def checkpoint_lost(self) -> None:
+        """The last checkpoint or heartbeat was not written: the next tick writes both again."""
+        self._checkpointed, self._beat_at = (-1, -1), -math.inf
 
     def heartbeat_due(self, now: float, every: float) -> bool:
         """True (and counted as sent) when the database has not heard of this
@@ -354,36 +376,96 @@ class Generation:
             duration_ms=self._elapsed_ms(),
             reasoning_ms=self.thought_ms,
         )
-        try:
-            if self._keep is not None:
-                self._keep(message)
-            else:
-                await aclose_old_connections()
-                await database_sync_to_async(message.save_finished)()
-        except Exception:
-            if await _deleted(message):
-                # Stopped for its conversation's deletion, which did not wait for this save.
-                logger.info("reply %s ended after its conversation was deleted", message.id)
-            else:
-                logger.exception("could not save reply %s", message.id)
         if not message.parameters.get("continuations"):
             # A new row: nobody has rated it yet, so its footer need not ask.
             message.user_feedback, message.feedback_known = None, True
-        # Set before the broadcast's first await: a socket joining meanwhile
-        # takes the final bubble as its snapshot.
-        self.final_html = frames.bubble(message)
+        self._unsaved = True
+        self.ended.set()
+        if await self.save_final():
+            return
+        # The tabs see how the reply ended, and that it is not stored yet; it
+        # stays registered (in memory, a second send refused, the sweep and
+        # settle leaving its row alone) until a write succeeds.
+        self.save_notice = _("Not saved yet — retrying…")
+        await self._show_final()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + settings.CHAT_FINAL_SAVE_RETRY_SECONDS
+        pause = FINAL_SAVE_FIRST_PAUSE
+        while loop.time() + pause < deadline:
+            await asyncio.sleep(pause)  # backoff between attempts, not synchronisation
+            if await self.save_final():
+                return
+            pause = min(pause * 2, FINAL_SAVE_MOST_PAUSE)
+        logger.error(
+            "reply %s could not be saved for %s s; it is kept and retried at every tick",
+            message.id,
+            settings.CHAT_FINAL_SAVE_RETRY_SECONDS,
+        )
+        self.save_notice = _("Not saved yet: the database is busy. The reply is kept and saving is retried.")
+        await self._show_final()
+
+    @property
+    def unsaved(self) -> bool:
+        """True while the reply has ended but its final write has not succeeded."""
+        return self._unsaved
+
+    async def save_final(self, *, wait: bool = True) -> bool:
+        """One attempt at the ended reply's final write (each waits at most
+        CHAT_WRITE_LOCK_SECONDS for the lock); True once it is saved.  The
+        attempt that saves it sends every tab the bubble (without a notice),
+        unregisters the reply and runs ``then``.  Safe to call from the
+        reply's own retries, the durability ticks and at shutdown at once;
+        with ``wait`` False it returns False at once while another attempt
+        is under way."""
+        if not wait and self._saving.locked():
+            return False
+        async with self._saving:
+            if not self._unsaved:
+                return True
+            try:
+                if self._keep is not None:
+                    self._keep(self.message)  # a temporary chat's reply: no row to write
+                else:
+                    await _write_final(self.message)
+            except Exception as exc:
+                if await _deleted(self.message):
+                    # Stopped for its conversation's deletion, which did not wait for this save.
+                    logger.info("reply %s ended after its conversation was deleted", self.message.id)
+                else:
+                    if not self._save_failures:
+                        logger.warning(
+                            "could not save reply %s yet (%s: %s); retrying", self.message.id, type(exc).__name__, exc
+                        )
+                    self._save_failures += 1
+                    return False
+            self._unsaved = False
+        if self._save_failures:
+            logger.warning("saved reply %s after %d failed attempts", self.message.id, self._save_failures)
+        self.save_notice = ""
         try:
-            # With the final bubble, every tab's "still being written" notice goes.
-            html = self.final_html + frames.composer_error("")
-            await frames.broadcast(self.conversation_id, html, final=str(message.id))
+            await self._show_final()
         finally:
             if _active.get(self.conversation_id) is self:
                 del _active[self.conversation_id]
             await self._end_control()
             self.done.set()
+        message = self.message
         if self._then is not None and message.status == Message.Status.COMPLETE:
             _after.add(task := asyncio.create_task(self._then(message), context=contextvars.Context()))
             task.add_done_callback(_after.discard)
+        return True
+
+    async def _show_final(self) -> None:
+        """Send every tab the reply's final bubble, with ``save_notice`` if any."""
+        # Set before the broadcast's first await: a socket joining meanwhile
+        # takes the final bubble as its snapshot.
+        self.final_html = frames.bubble(self.message, notice=self.save_notice)
+        try:
+            # With the final bubble, every tab's "still being written" notice goes.
+            html = self.final_html + frames.composer_error("")
+            await frames.broadcast(self.conversation_id, html, final=str(self.message.id))
+        except Exception:
+            logger.exception("could not send the final bubble of reply %s", self.message.id)
 
     async def _end_control(self) -> None:
         """Let the control loop return by itself.  It shares channels-redis'
@@ -398,3 +480,9 @@ class Generation:
             await asyncio.wait_for(asyncio.shield(task), 5)
         except Exception:
             task.cancel()  # last resort: the layer did not deliver
+
+
+@db.background
+def _write_final(message: Message) -> None:
+    with db.bounded_atomic(settings.CHAT_WRITE_LOCK_SECONDS):
+        message.save_finished()

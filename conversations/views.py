@@ -220,7 +220,7 @@ def index(request: HttpRequest) -> HttpResponse:
 
 
 # The home page's composer posts here.  The conversation is created with its
-# first message, and the reply is already being written (actions.start_reply,
+# first message, and the reply is already being written (actions.start_conversation,
 # as for any send) when the conversation page opens and its socket joins it.
 @require_http_methods(["GET", "POST"])
 async def new_conversation(request: HttpRequest) -> HttpResponse:
@@ -229,12 +229,10 @@ async def new_conversation(request: HttpRequest) -> HttpResponse:
     user = await request.auser()
     form = StartForm(request.POST)
     if form.is_valid():
-        conv = await Conversation.objects.acreate(owner=user, model_key=form.cleaned_data["model"])
         try:
-            await actions.start_reply(conv.id, user, form.cleaned_data["text"])
+            conv = await actions.start_conversation(user, form.cleaned_data["model"], form.cleaned_data["text"])
         except actions.ReplyRefused as refusal:
-            await conv.adelete()  # no empty conversation is left behind
-            error = refusal.message
+            error = refusal.message  # nothing was created
         else:
             return redirect(conv)
     else:

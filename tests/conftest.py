@@ -30,14 +30,18 @@ def _isolated_provider_env(monkeypatch, settings):
 
 @pytest.fixture(scope="session", autouse=True)
 def _close_database_thread_connections(django_db_setup):
-    """Close the connection channels' database thread opened on the test
-    database, so that PostgreSQL lets pytest-django drop it at the end."""
+    """Close the connections channels' database thread and the writer thread
+    opened on the test database, so that PostgreSQL lets pytest-django drop it at the end."""
     yield
     from asgiref.sync import SyncToAsync
     from django.db import connections
 
     # Thread-sensitive sync_to_async calls from async tests ran on this thread.
     SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=10)
+    # Checkpoints, final writes and the sweep ran on the writer thread.
+    from conversations import db
+
+    db.close_writer_connections()
 
 
 @pytest.fixture(autouse=True)
