@@ -26,7 +26,8 @@ def test_it_benchmarks_two_clients_end_to_end(monkeypatch):
     assert report["clients_completed"] == 2 and report["errors"] == []
     assert report["replies"] == 4
     assert report["tokens_delivered"] == 4 * 20
-    assert report["db_writes_per_reply"] == 4  # user message, reply row, activity, the one final save
+    # user message, reply row, activity, the one final save, its usage in the ledger
+    assert report["db_writes_per_reply"] == 5
     assert report["db_writes_by_table"]["UPDATE conversations_message"] == 4
     assert report["latency_ms_p50"] >= 0 and report["server_cpu_seconds"] > 0
     assert report["tokens_per_s_peak"] > 0 and report["frames_per_s"] > 0
@@ -153,7 +154,7 @@ def test_two_workers_share_the_clients_and_report_their_sums(monkeypatch):
     # Each worker streamed two of the replies: both used CPU, and the writes are both workers'.
     assert len(report["server_cpu_seconds_by_worker"]) == 2
     assert all(cpu > 0 for cpu in report["server_cpu_seconds_by_worker"])
-    assert report["db_writes_per_reply"] == 4
+    assert report["db_writes_per_reply"] == 5
     assert report["server_loop_lag_samples"] > 0
 
 
