@@ -291,7 +291,13 @@ class Generation:
                     return
                 LoopLoad.woke(loop.time() - due)
             self._dirty.clear()
-            await self._send_frame()
+            try:
+                await self._send_frame()
+            except Exception as exc:
+                # The channel layer failed (Redis restarting): this frame is
+                # lost, and the next one's seq shows each socket the gap,
+                # which it fills with a snapshot.  The reply goes on.
+                logger.warning("frame %d of reply %s was not sent: %r", self.seq, self.message.id, exc)
             self._last_frame = loop.time()
 
     async def _send_frame(self) -> None:
