@@ -438,3 +438,15 @@ async def join(conversation_id: UUID, user, channel_name: str) -> Joined:
         joined.awaiting = str(reply.id)
         await frames.request_snapshot(conversation_id, channel_name)
     return joined
+
+
+async def resync(conversation_id: UUID, message_id: str, channel_name: str) -> Joined:
+    """For a socket that missed frames of reply ``message_id`` (the channel
+    layer lost them): the reply's snapshot if this process writes it, else
+    one requested from the worker that does (``awaiting``).  No database."""
+    running = generation.get_active(conversation_id)
+    if running is not None and str(running.message.id) == message_id:
+        seq, html = running.snapshot()
+        return Joined(html, message_id, seq)
+    await frames.request_snapshot(conversation_id, channel_name)
+    return Joined(awaiting=message_id)

@@ -64,7 +64,9 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         self.conversation_id: UUID = self.scope["url_route"]["kwargs"]["conversation_id"]
         self.group = frames.group_name(self.conversation_id)
         self.user = self.scope.get("user")
-        self.joined_at_seq: dict[str, int] = {}
+        # Per reply, the last frame this socket showed (or its snapshot held):
+        # an earlier one is dropped, a later one than the next shows a gap.
+        self.shown_seq: dict[str, int] = {}
         # A reply running in another worker: its frames wait here until that
         # worker's snapshot arrives, so nothing shows twice or goes missing.
         self.awaiting_snapshot = ""
@@ -104,8 +106,11 @@ class ConversationConsumer(AsyncWebsocketConsumer):
 
     async def _send_current_state(self) -> None:
         joined = await actions.join(self.conversation_id, self.user, self.channel_name)
+        await self._show(joined)
+
+    async def _show(self, joined: actions.Joined) -> None:
         if joined.message:
-            self.joined_at_seq[joined.message] = joined.seq
+            self.shown_seq[joined.message] = joined.seq
         self.awaiting_snapshot = joined.awaiting
         if joined.html:
             await self.send(text_data=joined.html)
@@ -228,19 +233,39 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             await self._refuse(CLOSE_UNAUTHENTICATED)
 
     async def conversation_delta(self, event: dict) -> None:
-        if event["message"] == self.awaiting_snapshot:
+        message, seq = event["message"], event["seq"]
+        if message == self.awaiting_snapshot:
             self.held_frames.append(event)
             return
-        if event["seq"] <= self.joined_at_seq.get(event["message"], 0):
+        shown = self.shown_seq.get(message, 0)
+        if seq <= shown:
             return  # already in the snapshot this socket joined with
+        if seq > shown + 1:
+            await self._resync(event)
+            return
+        self.shown_seq[message] = seq
         await self.send(text_data=event["html"])
+
+    async def _resync(self, event: dict) -> None:
+        """Frames before ``event`` never came (the channel layer lost them:
+        Redis restarted): show the reply's snapshot again, then what follows."""
+        try:
+            joined = await actions.resync(self.conversation_id, event["message"], self.channel_name)
+        except Exception as exc:
+            # The layer is still down: show the frame anyway; the final bubble repairs the gap.
+            logger.warning("No snapshot of reply %s for a socket that missed frames: %r", event["message"], exc)
+            self.shown_seq[event["message"]] = event["seq"]
+            await self.send(text_data=event["html"])
+            return
+        await self._show(joined)
+        await self.conversation_delta(event)  # held, dropped (in the snapshot) or shown
 
     async def conversation_snapshot(self, event: dict) -> None:
         """Another worker's answer to our snapshot request."""
         if event["message"] != self.awaiting_snapshot:
             return
         self.awaiting_snapshot = ""
-        self.joined_at_seq[event["message"]] = event["seq"]
+        self.shown_seq[event["message"]] = event["seq"]
         await self.send(text_data=event["html"])
         held, self.held_frames = self.held_frames, []
         for frame in held:
@@ -248,7 +273,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
 
     async def conversation_html(self, event: dict) -> None:
         if "final" in event:
-            self.joined_at_seq.pop(event["final"], None)
+            self.shown_seq.pop(event["final"], None)
             if event["final"] == self.awaiting_snapshot:
                 self.awaiting_snapshot, self.held_frames = "", []
         await self.send(text_data=event["html"])
