@@ -142,18 +142,6 @@ def postgres(db):
     connections.close_all()  # before pytest-django flushes the database through them
 
 
-def _shown(frames: list[str]) -> StreamView:
-    """What a tab shows of the streaming reply after ``frames``: a streaming
-    bubble (a snapshot) replaces what it showed, a frame applies to it."""
-    view = StreamView()
-    for frame in frames:
-        if 'class="msg msg-assistant status-streaming' in frame and 'hx-swap-oob="outerHTML' in frame:
-            view = StreamView(frame)
-        elif has_delta(frame):
-            view.apply([frame])
-    return view
-
-
 @contextlib.asynccontextmanager
 async def _outage(down):
     """``down`` (a ``tests.services`` outage) entered and left off the event
@@ -186,7 +174,7 @@ async def test_a_reply_streams_on_through_a_redis_restart(redis_restartable, fau
         # More than the one last frame the reply's end sends with what its window held.
         assert sum(map(has_delta, after[:-1])) > 1, "frames came again after the restart"
         # No gap and no repeat in what the tab showed while the reply streamed.
-        assert STAMP.findall(_shown(before + after[:-1]).html) == stamps
+        assert STAMP.findall(StreamView.replay(before + after[:-1]).html) == stamps
         assert "status-complete" in after[-1] and STAMP.findall(after[-1]) == stamps
 
 
@@ -250,7 +238,7 @@ async def test_a_reply_that_ends_while_postgresql_is_down_is_saved_whole_once_it
         streamed = await _until(ws, has_delta)
         async with _outage(services.postgres_down(postgres)):
             # Down until the provider has sent the whole reply and the worker writes it.
-            streamed += await _until(ws, lambda f: _shown([*streamed, f]).text() == REPLY)
+            streamed += await _until(ws, lambda f: StreamView.replay([*streamed, f]).text() == REPLY)
             with contextlib.suppress(TimeoutError):
                 streamed += await _until(ws, _is_final, within=OUTAGE)
         await database_sync_to_async(connections.close_all)()
