@@ -232,7 +232,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         if self.owner_checked and not await _session_stands(self.scope, self.user):
             await self._refuse(CLOSE_UNAUTHENTICATED)
 
-    async def conversation_delta(self, event: dict) -> None:
+    async def conversation_delta(self, event: dict, *, resynced: bool = False) -> None:
         message, seq = event["message"], event["seq"]
         if message == self.awaiting_snapshot:
             self.held_frames.append(event)
@@ -240,7 +240,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         shown = self.shown_seq.get(message, 0)
         if seq <= shown:
             return  # already in the snapshot this socket joined with
-        if seq > shown + 1:
+        if seq > shown + 1 and not resynced:
             await self._resync(event)
             return
         self.shown_seq[message] = seq
@@ -258,7 +258,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             await self.send(text_data=event["html"])
             return
         await self._show(joined)
-        await self.conversation_delta(event)  # held, dropped (in the snapshot) or shown
+        await self.conversation_delta(event, resynced=True)  # held, dropped (in the snapshot) or shown
 
     async def conversation_snapshot(self, event: dict) -> None:
         """Another worker's answer to our snapshot request."""
