@@ -329,6 +329,10 @@ CHAT_GC_TUNING = envbool("CHAT_GC_TUNING", True)
 CHAT_CHECKPOINT_SECONDS = envfloat("CHAT_CHECKPOINT_SECONDS", 2.0)
 CHAT_HEARTBEAT_SECONDS = envfloat("CHAT_HEARTBEAT_SECONDS", 10.0)
 CHAT_HEARTBEAT_TIMEOUT_SECONDS = envfloat("CHAT_HEARTBEAT_TIMEOUT_SECONDS", 30.0)
+# A tab showing a reply being written that hears nothing of it for this long
+# asks where it stands: its frames or final bubble may have been lost while
+# Redis restarted.
+CHAT_STREAM_SILENCE_SECONDS = envfloat("CHAT_STREAM_SILENCE_SECONDS", 10.0)
 # Prices come from the model catalogue alone (built-in, or CHAT_MODEL_OPTIONS'
 # price_in/price_out); the old second source is refused rather than ignored.
 if os.environ.get("CHAT_MODEL_PRICES"):

@@ -8,6 +8,8 @@ streams goes through ``conversations.actions``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 from importlib import import_module
@@ -71,6 +73,10 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         # worker's snapshot arrives, so nothing shows twice or goes missing.
         self.awaiting_snapshot = ""
         self.held_frames: list[dict] = []
+        # When this socket last heard of the reply it shows (loop time): one
+        # silent for CHAT_STREAM_SILENCE_SECONDS is asked where it stands.
+        self.heard_at = asyncio.get_running_loop().time()
+        self.closed = asyncio.Event()
         self.in_group = False
         # No frame is handled until the socket is known to be the owner's:
         # frames sent right after the handshake arrive even on a refused one.
@@ -94,10 +100,13 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         self.owner_checked = True
         durability.socket_opened()
         await self._send_current_state()
+        # Kept: the event loop holds only a weak reference to a task.
+        self.watcher = asyncio.get_running_loop().create_task(self._watch(), name=f"watch-{self.channel_name}")
 
     async def disconnect(self, code: int) -> None:
         # The generation belongs to the server: leaving does not stop it.
         self.owner_checked = False
+        self.closed.set()
         if self.in_group:
             self.in_group = False
             durability.socket_closed()
@@ -112,8 +121,31 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         if joined.message:
             self.shown_seq[joined.message] = joined.seq
         self.awaiting_snapshot = joined.awaiting
+        self.heard_at = asyncio.get_running_loop().time()
         if joined.html:
             await self.send(text_data=joined.html)
+
+    async def _watch(self) -> None:
+        """While the socket is open: when the reply it shows as being written
+        has been silent for CHAT_STREAM_SILENCE_SECONDS (its frames or final
+        bubble may have been lost while Redis restarted), ask this socket's
+        own consumer to catch up, so that it happens between two frames.
+        Ends when the socket closes; never cancelled in the middle of a send."""
+        loop, every = asyncio.get_running_loop(), settings.CHAT_STREAM_SILENCE_SECONDS
+        while not self.closed.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(every):
+                    await self.closed.wait()
+            if self.closed.is_set() or not self._watching() or loop.time() - self.heard_at < every:
+                continue
+            try:
+                await self.channel_layer.send(self.channel_name, {"type": "conversation.catch_up"})
+            except Exception as exc:  # the layer is down: try again after the next silence
+                logger.warning("A socket could not ask about a silent reply: %r", exc)
+
+    def _watching(self) -> set[str]:
+        """The replies this socket shows as being written."""
+        return {*self.shown_seq, self.awaiting_snapshot} - {""}
 
     # --- frames from the browser -------------------------------------------
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
@@ -244,6 +276,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             await self._resync(event)
             return
         self.shown_seq[message] = seq
+        self.heard_at = asyncio.get_running_loop().time()
         await self.send(text_data=event["html"])
 
     async def _resync(self, event: dict) -> None:
@@ -260,18 +293,38 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         await self._show(joined)
         await self.conversation_delta(event, resynced=True)  # held, dropped (in the snapshot) or shown
 
+    async def conversation_catch_up(self, event: dict) -> None:
+        """From ``_watch``: the reply this socket shows is silent.  Show its
+        final bubble if it ended (the one sent was lost), else its snapshot."""
+        loop = asyncio.get_running_loop()
+        if loop.time() - self.heard_at < settings.CHAT_STREAM_SILENCE_SECONDS:
+            return  # it spoke meanwhile
+        for message in self._watching():
+            self.heard_at = loop.time()
+            try:
+                joined = await actions.catch_up(self.conversation_id, self.user, message, self.channel_name)
+            except Exception as exc:  # tried again after the next silence
+                logger.warning("No news of silent reply %s for a socket: %r", message, exc)
+                continue
+            self.shown_seq.pop(message, None)
+            if self.awaiting_snapshot == message:
+                self.awaiting_snapshot, self.held_frames = "", []
+            await self._show(joined)
+
     async def conversation_snapshot(self, event: dict) -> None:
         """Another worker's answer to our snapshot request."""
         if event["message"] != self.awaiting_snapshot:
             return
         self.awaiting_snapshot = ""
         self.shown_seq[event["message"]] = event["seq"]
+        self.heard_at = asyncio.get_running_loop().time()
         await self.send(text_data=event["html"])
         held, self.held_frames = self.held_frames, []
         for frame in held:
             await self.conversation_delta(frame)
 
     async def conversation_html(self, event: dict) -> None:
+        self.heard_at = asyncio.get_running_loop().time()
         if "final" in event:
             self.shown_seq.pop(event["final"], None)
             if event["final"] == self.awaiting_snapshot:
