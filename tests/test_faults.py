@@ -105,7 +105,8 @@ def _worker_env(provider, **more) -> dict[str, str]:
 
 @pytest.fixture
 def fault_workers(django_db_blocker, provider):
-    with two_workers(_worker_env(provider), django_db_blocker) as workers:
+    """Two workers whose sockets ask about a reply silent for a second."""
+    with two_workers(_worker_env(provider, CHAT_STREAM_SILENCE_SECONDS="1"), django_db_blocker) as workers:
         yield workers
 
 
@@ -176,6 +177,30 @@ async def test_a_reply_streams_on_through_a_redis_restart(redis_restartable, fau
         # No gap and no repeat in what the tab showed while the reply streamed.
         assert STAMP.findall(StreamView.replay(before + after[:-1]).html) == stamps
         assert "status-complete" in after[-1] and STAMP.findall(after[-1]) == stamps
+
+
+async def test_a_reply_that_ends_while_redis_is_down_reaches_every_tab_once_it_is_back(
+    redis_restartable, fault_workers, alice
+):
+    a, b = fault_workers
+    conversation, cookie = await _alice_conversation(alice, MARKDOWN)
+    async with _connect(a, conversation, cookie) as on_a, _connect(b, conversation, cookie) as on_b:
+        await on_a.send(json.dumps({"action": "send", "text": "first"}))
+        await _until(on_a, has_delta)
+        await _until(on_b, has_delta)
+        async with _outage(services.redis_down(settings.REDIS_URL)):
+            # Down until the reply has ended and been saved: its final bubble cannot be sent.
+            ended = await _reply_once(conversation, lambda r: not r.is_streaming, 10)
+        final_a = (await _until(on_a, _is_final))[-1]
+        final_b = (await _until(on_b, _is_final))[-1]
+
+    assert not ended.is_streaming, "the reply ended while Redis was down"
+    users, reply = await _saved(conversation)
+    assert users == ["first"]
+    stamps = STAMP.findall(reply.content)
+    assert reply.status == "complete" and len(stamps) == 200
+    for final in (final_a, final_b):
+        assert "status-complete" in final and STAMP.findall(final) == stamps
 
 
 @database_sync_to_async
