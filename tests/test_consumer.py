@@ -323,6 +323,30 @@ async def test_a_socket_that_missed_frames_is_shown_the_reply_again_with_no_gap(
     assert StreamView.replay(shown[:-1]).text() == expected_text(model)
 
 
+@pytest.mark.skipif(bool(settings.REDIS_URL), reason="on Redis, test_faults loses the final bubble in a real outage")
+async def test_a_socket_that_missed_the_final_bubble_is_shown_it_after_the_reply_falls_silent(
+    alice, conversation, openai_fake, settings
+):
+    settings.CHAT_STREAM_SILENCE_SECONDS = 0.2
+    await sync_to_async(openai_fake)(conversation, "fake-normal")
+    communicator = await connect(alice, conversation)
+    await send(communicator, action="send", text="lose the last word")
+    await first_delta(communicator)
+    layer, group = get_channel_layer(), frames.group_name(conversation.id)
+    (channel,) = layer.groups[group]
+    running = generation.get_active(conversation.id)
+    # Out of the group until the reply has ended: its final bubble is lost to it, as when Redis is down.
+    await layer.group_discard(group, channel)
+    await asyncio.wait_for(running.done.wait(), 10)
+    await layer.group_add(group, channel)
+    final = (await until_final(communicator, wait=5))[-1]
+    await communicator.disconnect()
+
+    reply = await _reply(conversation)
+    assert reply.status == "complete" and "status-complete" in final
+    assert render_markdown(reply.content) in final
+
+
 async def test_it_lets_a_second_socket_join_with_no_gap_and_no_repeat(alice, conversation, openai_fake):
     model = "fake-long@tokens=120,delay=0.01"
     await sync_to_async(openai_fake)(conversation, model)
