@@ -140,8 +140,8 @@ class ConversationConsumer(AsyncWebsocketConsumer):
                 continue
             try:
                 await self.channel_layer.send(self.channel_name, {"type": "conversation.catch_up"})
-            except Exception as exc:  # the layer is down: try again after the next silence
-                logger.warning("A socket could not ask about a silent reply: %r", exc)
+            except Exception as exc:  # the layer is down (channels-redis logs that): try again later
+                logger.debug("A socket could not ask about a silent reply: %r", exc)
 
     def _watching(self) -> set[str]:
         """The replies this socket shows as being written."""
