@@ -348,6 +348,10 @@ CHAT_HEARTBEAT_TIMEOUT_SECONDS = envfloat("CHAT_HEARTBEAT_TIMEOUT_SECONDS", 30.0
 CHAT_SEND_LOCK_SECONDS = envfloat("CHAT_SEND_LOCK_SECONDS", 5.0)
 CHAT_WRITE_LOCK_SECONDS = envfloat("CHAT_WRITE_LOCK_SECONDS", 2.0)
 CHAT_FINAL_SAVE_RETRY_SECONDS = envfloat("CHAT_FINAL_SAVE_RETRY_SECONDS", 60.0)
+# A tab showing a reply being written that hears nothing of it for this long
+# asks where it stands: its frames or final bubble may have been lost while
+# Redis restarted.
+CHAT_STREAM_SILENCE_SECONDS = envfloat("CHAT_STREAM_SILENCE_SECONDS", 10.0)
 # Prices come from the model catalogue alone (built-in, or CHAT_MODEL_OPTIONS'
 # price_in/price_out); the old second source is refused rather than ignored.
 if os.environ.get("CHAT_MODEL_PRICES"):

@@ -639,3 +639,40 @@ def join_temporary(chat: temporary.TemporaryChat) -> Joined:
         return Joined()
     seq, html = running.snapshot()
     return Joined(html, str(running.message.id), seq)
+
+
+async def resync(conversation_id: UUID, message_id: str, channel_name: str) -> Joined:
+    """For a socket that missed frames of reply ``message_id`` (the channel
+    layer lost them): the reply's snapshot if this process writes it, else
+    one requested from the worker that does (``awaiting``).  No database."""
+    running = generation.get_active(conversation_id)
+    if running is not None and str(running.message.id) == message_id:
+        seq, html = running.snapshot()
+        return Joined(html, message_id, seq)
+    await frames.request_snapshot(conversation_id, channel_name)
+    return Joined(awaiting=message_id)
+
+
+@database_sync_to_async
+def _reply_now(conversation_id: UUID, message_id: str, user) -> tuple[bool, str]:
+    """Whether the reply is still streaming in the database, and if not its bubble with ``user``'s rating."""
+    reply = Message.objects.filter(pk=message_id, conversation_id=conversation_id, role=Message.Role.ASSISTANT).first()
+    if reply is None or reply.is_streaming:
+        return reply is not None, ""
+    return False, frames.bubble(Feedback.attach([reply], user)[0])
+
+
+async def catch_up(conversation_id: UUID, user, message_id: str, channel_name: str) -> Joined:
+    """For a socket that heard nothing of reply ``message_id`` for a while
+    (its frames or final bubble may have been lost): the reply's snapshot if
+    this process writes it, its bubble if it ended, else a snapshot requested
+    from the worker that writes it (``awaiting``)."""
+    running = generation.get_active(conversation_id)
+    if running is not None and str(running.message.id) == message_id:
+        seq, html = running.snapshot()
+        return Joined(html, message_id, seq)
+    streaming, html = await _reply_now(conversation_id, message_id, user)
+    if not streaming:
+        return Joined(html)
+    await frames.request_snapshot(conversation_id, channel_name)
+    return Joined(awaiting=message_id)

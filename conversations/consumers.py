@@ -8,6 +8,8 @@ streams goes through ``conversations.actions``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 from importlib import import_module
@@ -64,11 +66,17 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         self.conversation_id: UUID = self.scope["url_route"]["kwargs"]["conversation_id"]
         self.group = frames.group_name(self.conversation_id)
         self.user = self.scope.get("user")
-        self.joined_at_seq: dict[str, int] = {}
+        # Per reply, the last frame this socket showed (or its snapshot held):
+        # an earlier one is dropped, a later one than the next shows a gap.
+        self.shown_seq: dict[str, int] = {}
         # A reply running in another worker: its frames wait here until that
         # worker's snapshot arrives, so nothing shows twice or goes missing.
         self.awaiting_snapshot = ""
         self.held_frames: list[dict] = []
+        # When this socket last heard of the reply it shows (loop time): one
+        # silent for CHAT_STREAM_SILENCE_SECONDS is asked where it stands.
+        self.heard_at = asyncio.get_running_loop().time()
+        self.closed = asyncio.Event()
         self.in_group = False
         # No frame is handled until the socket is known to be the owner's:
         # frames sent right after the handshake arrive even on a refused one.
@@ -92,6 +100,8 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         self.owner_checked = True
         durability.socket_opened()
         await self._send_current_state()
+        # Kept: the event loop holds only a weak reference to a task.
+        self.watcher = asyncio.get_running_loop().create_task(self._watch(), name=f"watch-{self.channel_name}")
 
     async def _admits(self) -> bool:
         """Whether the signed-in user may open this socket's conversation."""
@@ -100,6 +110,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         # The generation belongs to the server: leaving does not stop it.
         self.owner_checked = False
+        self.closed.set()
         if self.in_group:
             self.in_group = False
             durability.socket_closed()
@@ -108,11 +119,37 @@ class ConversationConsumer(AsyncWebsocketConsumer):
 
     async def _send_current_state(self) -> None:
         joined = await actions.join(self.conversation_id, self.user, self.channel_name)
+        await self._show(joined)
+
+    async def _show(self, joined: actions.Joined) -> None:
         if joined.message:
-            self.joined_at_seq[joined.message] = joined.seq
+            self.shown_seq[joined.message] = joined.seq
         self.awaiting_snapshot = joined.awaiting
+        self.heard_at = asyncio.get_running_loop().time()
         if joined.html:
             await self.send(text_data=joined.html)
+
+    async def _watch(self) -> None:
+        """While the socket is open: when the reply it shows as being written
+        has been silent for CHAT_STREAM_SILENCE_SECONDS (its frames or final
+        bubble may have been lost while Redis restarted), ask this socket's
+        own consumer to catch up, so that it happens between two frames.
+        Ends when the socket closes; never cancelled in the middle of a send."""
+        loop, every = asyncio.get_running_loop(), settings.CHAT_STREAM_SILENCE_SECONDS
+        while not self.closed.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(every):
+                    await self.closed.wait()
+            if self.closed.is_set() or not self._watching() or loop.time() - self.heard_at < every:
+                continue
+            try:
+                await self.channel_layer.send(self.channel_name, {"type": "conversation.catch_up"})
+            except Exception as exc:  # the layer is down (channels-redis logs that): try again later
+                logger.debug("A socket could not ask about a silent reply: %r", exc)
+
+    def _watching(self) -> set[str]:
+        """The replies this socket shows as being written."""
+        return {*self.shown_seq, self.awaiting_snapshot} - {""}
 
     # --- frames from the browser -------------------------------------------
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
@@ -237,28 +274,69 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             await self._error(_("This conversation was deleted."))
             await self._refuse(CLOSE_NOT_FOUND)
 
-    async def conversation_delta(self, event: dict) -> None:
-        if event["message"] == self.awaiting_snapshot:
+    async def conversation_delta(self, event: dict, *, resynced: bool = False) -> None:
+        message, seq = event["message"], event["seq"]
+        if message == self.awaiting_snapshot:
             self.held_frames.append(event)
             return
-        if event["seq"] <= self.joined_at_seq.get(event["message"], 0):
+        shown = self.shown_seq.get(message, 0)
+        if seq <= shown:
             return  # already in the snapshot this socket joined with
+        if seq > shown + 1 and not resynced:
+            await self._resync(event)
+            return
+        self.shown_seq[message] = seq
+        self.heard_at = asyncio.get_running_loop().time()
         await self.send(text_data=event["html"])
+
+    async def _resync(self, event: dict) -> None:
+        """Frames before ``event`` never came (the channel layer lost them:
+        Redis restarted): show the reply's snapshot again, then what follows."""
+        try:
+            joined = await actions.resync(self.conversation_id, event["message"], self.channel_name)
+        except Exception as exc:
+            # The layer is still down: show the frame anyway; the final bubble repairs the gap.
+            logger.warning("No snapshot of reply %s for a socket that missed frames: %r", event["message"], exc)
+            self.shown_seq[event["message"]] = event["seq"]
+            await self.send(text_data=event["html"])
+            return
+        await self._show(joined)
+        await self.conversation_delta(event, resynced=True)  # held, dropped (in the snapshot) or shown
+
+    async def conversation_catch_up(self, event: dict) -> None:
+        """From ``_watch``: the reply this socket shows is silent.  Show its
+        final bubble if it ended (the one sent was lost), else its snapshot."""
+        loop = asyncio.get_running_loop()
+        if loop.time() - self.heard_at < settings.CHAT_STREAM_SILENCE_SECONDS:
+            return  # it spoke meanwhile
+        for message in self._watching():
+            self.heard_at = loop.time()
+            try:
+                joined = await actions.catch_up(self.conversation_id, self.user, message, self.channel_name)
+            except Exception as exc:  # tried again after the next silence
+                logger.warning("No news of silent reply %s for a socket: %r", message, exc)
+                continue
+            self.shown_seq.pop(message, None)
+            if self.awaiting_snapshot == message:
+                self.awaiting_snapshot, self.held_frames = "", []
+            await self._show(joined)
 
     async def conversation_snapshot(self, event: dict) -> None:
         """Another worker's answer to our snapshot request."""
         if event["message"] != self.awaiting_snapshot:
             return
         self.awaiting_snapshot = ""
-        self.joined_at_seq[event["message"]] = event["seq"]
+        self.shown_seq[event["message"]] = event["seq"]
+        self.heard_at = asyncio.get_running_loop().time()
         await self.send(text_data=event["html"])
         held, self.held_frames = self.held_frames, []
         for frame in held:
             await self.conversation_delta(frame)
 
     async def conversation_html(self, event: dict) -> None:
+        self.heard_at = asyncio.get_running_loop().time()
         if "final" in event:
-            self.joined_at_seq.pop(event["final"], None)
+            self.shown_seq.pop(event["final"], None)
             if event["final"] == self.awaiting_snapshot:
                 self.awaiting_snapshot, self.held_frames = "", []
         await self.send(text_data=event["html"])
@@ -296,11 +374,7 @@ class TemporaryChatConsumer(ConversationConsumer):
         await super().disconnect(code)
 
     async def _send_current_state(self) -> None:
-        joined = actions.join_temporary(self.chat)
-        if joined.message:
-            self.joined_at_seq[joined.message] = joined.seq
-        if joined.html:
-            await self.send(text_data=joined.html)
+        await self._show(actions.join_temporary(self.chat))
 
     async def _on_send(self, data: dict) -> None:
         text = await self._valid_text(data)

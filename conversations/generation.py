@@ -150,6 +150,7 @@ class Generation:
         self.error_detail = ""  # the provider's own words, when it failed with some
         self.first_token_ms: int | None = None
         self.frames_sent = 0
+        self._unsent = 0  # frames the channel layer failed to send since the last one it sent
         self._dirty = asyncio.Event()
         self._closing = asyncio.Event()
         self._last_frame = 0.0
@@ -324,7 +325,19 @@ class Generation:
                     return
                 LoopLoad.woke(loop.time() - due)
             self._dirty.clear()
-            await self._send_frame()
+            try:
+                await self._send_frame()
+            except Exception as exc:
+                # The channel layer failed (Redis restarting): this frame is
+                # lost, and the next one's seq shows each socket the gap,
+                # which it fills with a snapshot.  The reply goes on.
+                if not self._unsent:
+                    logger.warning("frames of reply %s are not being sent: %r", self.message.id, exc)
+                self._unsent += 1
+            else:
+                if self._unsent:
+                    logger.info("frames of reply %s are sent again (%d lost)", self.message.id, self._unsent)
+                    self._unsent = 0
             self._last_frame = loop.time()
 
     async def _send_frame(self) -> None:

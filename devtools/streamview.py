@@ -14,6 +14,7 @@ PART = re.compile(
 OPEN_PART = re.compile(r'<div class="stream-open" id="msg-[0-9a-f-]+-open">')
 DONE_PART = re.compile(r'<div class="stream-done" id="msg-[0-9a-f-]+-done">')
 TAG = re.compile(r"<[^>]+>")
+SNAPSHOT = re.compile(r'<article class="msg msg-assistant status-streaming"[^>]*hx-swap-oob="outerHTML"')
 
 
 def text_of(fragment: str) -> str:
@@ -50,12 +51,31 @@ class StreamView:
                     self.open = paragraph.removesuffix("</p>") + part["tail"] + "</p>"
         return self
 
+    @classmethod
+    def replay(cls, frames: list[str]) -> "StreamView":
+        """What a tab shows of a streaming reply after ``frames``: a streaming
+        bubble (a snapshot, sent again after lost frames) replaces what it
+        showed, a frame applies to it, anything else is left alone."""
+        view = cls()
+        for frame in frames:
+            if is_snapshot(frame):
+                view = cls(frame)
+            elif has_delta(frame):
+                view.apply([frame])
+        return view
+
     @property
     def html(self) -> str:
         return self.done + self.open
 
     def text(self) -> str:
         return text_of(self.html)
+
+
+def is_snapshot(frame: str) -> bool:
+    """Whether a frame replaces a streaming reply's whole bubble (a joiner's
+    snapshot, or one sent again after lost frames)."""
+    return SNAPSHOT.search(frame) is not None
 
 
 def has_delta(frame: str) -> bool:

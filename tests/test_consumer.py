@@ -4,19 +4,22 @@ generation → the real openai SDK → the fake provider over HTTP."""
 import asyncio
 import json
 import re
+import time
 
 import pytest
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
+from django.conf import settings
 from django.utils.html import escape
 
 from chatsite.asgi import application
-from conversations import generation
+from conversations import frames, generation
 from conversations.markdown import RENDER_VERSION, render_markdown
 from conversations.models import Conversation, Message
 from devtools.fakeprovider import expected_text
-from devtools.streamview import StreamView, has_delta
+from devtools.streamview import StreamView, has_delta, is_snapshot
 from tests.wsclient import connect, delta_text, first_delta, send, session_cookie, until_final
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
@@ -293,6 +296,57 @@ async def test_it_finishes_and_saves_after_the_socket_closes(alice, conversation
     reply = await _reply(conversation)
     assert reply.status == "complete"
     assert reply.content == expected_text("fake-long@tokens=60")
+
+
+@pytest.mark.skipif(bool(settings.REDIS_URL), reason="on Redis, test_faults loses frames in a real restart")
+async def test_a_socket_that_missed_frames_is_shown_the_reply_again_with_no_gap(alice, conversation, openai_fake):
+    model = "fake-long@tokens=120,delay=0.01"
+    await sync_to_async(openai_fake)(conversation, model)
+    communicator = await connect(alice, conversation)
+    await send(communicator, action="send", text="lose some frames")
+    shown = await first_delta(communicator)
+    layer, group = get_channel_layer(), frames.group_name(conversation.id)
+    (channel,) = layer.groups[group]
+    running = generation.get_active(conversation.id)
+    # Out of the group while three frames go out: they are lost to it, as when Redis restarts.
+    await layer.group_discard(group, channel)
+    lost_after, deadline = running.seq, time.monotonic() + 5
+    while True:  # polled every 5 ms, bounded: a generation announces no frames to a test
+        if running.seq >= lost_after + 3 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.005)
+    await layer.group_add(group, channel)
+    shown += await until_final(communicator)
+    await communicator.disconnect()
+
+    assert running.seq >= lost_after + 3
+    assert sum(map(is_snapshot, shown)) == 1, "the reply's snapshot was sent again, once"
+    # No gap and no repeat in what the tab showed while the reply streamed.
+    assert StreamView.replay(shown[:-1]).text() == expected_text(model)
+
+
+@pytest.mark.skipif(bool(settings.REDIS_URL), reason="on Redis, test_faults loses the final bubble in a real outage")
+async def test_a_socket_that_missed_the_final_bubble_is_shown_it_after_the_reply_falls_silent(
+    alice, conversation, openai_fake, settings
+):
+    settings.CHAT_STREAM_SILENCE_SECONDS = 0.2
+    await sync_to_async(openai_fake)(conversation, "fake-normal")
+    communicator = await connect(alice, conversation)
+    await send(communicator, action="send", text="lose the last word")
+    await first_delta(communicator)
+    layer, group = get_channel_layer(), frames.group_name(conversation.id)
+    (channel,) = layer.groups[group]
+    running = generation.get_active(conversation.id)
+    # Out of the group until the reply has ended: its final bubble is lost to it, as when Redis is down.
+    await layer.group_discard(group, channel)
+    await asyncio.wait_for(running.done.wait(), 10)
+    await layer.group_add(group, channel)
+    final = (await until_final(communicator, wait=5))[-1]
+    await communicator.disconnect()
+
+    reply = await _reply(conversation)
+    assert reply.status == "complete" and "status-complete" in final
+    assert render_markdown(reply.content) in final
 
 
 async def test_it_lets_a_second_socket_join_with_no_gap_and_no_repeat(alice, conversation, openai_fake):
