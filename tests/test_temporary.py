@@ -8,7 +8,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
-from django.test import Client
+from django.test import AsyncClient, Client
 from django.urls import reverse
 
 from chatsite.asgi import application
@@ -64,17 +64,20 @@ async def test_a_temporary_chat_streams_a_reply_and_writes_nothing(alice, offere
     assert "temporary-notice" not in frames[-1] and 'name="action" value="regenerate"' not in frames[-1]
 
 
-def test_the_page_says_nothing_is_kept_and_never_lists_it(alice, alice_client, settings):
-    settings.CHAT_DEMO_MODEL = "1"
-    response = alice_client.post(reverse("new_temporary"), {"text": "a secret 秘密", "model": "demo:demo"})
-    chat_url = response["Location"]
-    page = alice_client.get(chat_url).content.decode()
+async def test_the_page_says_nothing_is_kept_and_never_lists_it(alice, offered):
+    client = AsyncClient()
+    await client.aforce_login(alice)
+    response = await client.post(reverse("new_temporary"), {"text": "a secret 秘密", "model": offered("fake-normal")})
+    [chat] = temporary.chats()
+    await asyncio.wait_for(generation.get_active(chat.id).done.wait(), 20)
+    page = (await client.get(response["Location"])).content.decode()
     assert "Nothing of this chat is saved" in page and "a secret 秘密" in page
     assert "/ws/temporary/" in page
-    [chat] = temporary.chats()
-    assert str(chat.id) not in alice_client.get(reverse("index")).content.decode()
-    assert not Conversation.objects.exists() and not Message.objects.exists()
-    assert "秘密" not in b"".join(alice_client.get(reverse("account_export")).streaming_content).decode()
+    assert str(chat.id) not in (await client.get(reverse("index"))).content.decode()
+    assert not await database_sync_to_async(Message.objects.exists)()
+    assert not await database_sync_to_async(Conversation.objects.exists)()
+    download = await client.get(reverse("account_export"))
+    assert "秘密" not in "".join([piece.decode() async for piece in download.streaming_content])
 
 
 def test_another_user_cannot_open_a_temporary_chat(alice, charlie_client, offered):
