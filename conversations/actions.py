@@ -305,6 +305,24 @@ async def rename(conversation: Conversation, title: str) -> None:
     await frames.broadcast(conversation.id, await database_sync_to_async(frames.title)(conversation))
 
 
+async def set_pinned(conversation: Conversation, pinned: bool) -> None:
+    """Pin or unpin: the header's controls and the sidebar in every open tab of the owner's."""
+    await database_sync_to_async(conversation.pin)(pinned)
+    await _library_changed(conversation)
+
+
+async def set_archived(conversation: Conversation, archived: bool) -> None:
+    """Archive (out of the sidebar, still open by URL) or bring back, in every open tab of the owner's."""
+    await database_sync_to_async(conversation.archive)(archived)
+    await _library_changed(conversation)
+
+
+async def _library_changed(conversation: Conversation) -> None:
+    controls, sidebar = await database_sync_to_async(frames.library)(conversation)
+    await frames.broadcast(conversation.id, controls)
+    await frames.broadcast_to_user(conversation.owner_id, sidebar)
+
+
 async def write_title(reply: Message) -> None:
     """After a conversation's first reply completed: a separate model call
     (tagged ``title``, never part of the chat's stream or transcript) writes a

@@ -20,7 +20,7 @@ from django.conf import settings
 from django.template.loader import render_to_string
 from django.utils.html import format_html
 
-from conversations.models import Conversation, Feedback, Message, Transcript
+from conversations.models import Conversation, Feedback, Message, SidebarPage, Transcript
 from conversations.streaming_markdown import StreamingMarkdown, StreamUpdate
 
 
@@ -89,6 +89,17 @@ def title(conversation: Conversation) -> str:
     return render_to_string("conversations/_title.html", {"conversation": conversation, "header_oob": True})
 
 
+def library(conversation: Conversation) -> tuple[str, str]:
+    """After a pin or an archive: the conversation's header controls (for its
+    tabs), and the owner's whole sidebar again (for all their tabs; the entry
+    may move between groups, or in or out).  chat.js marks the current entry."""
+    controls = render_to_string("conversations/detail.html#library", {"conversation": conversation, "oob": True})
+    sidebar = render_to_string(
+        "conversations/_sidebar.html", {"sidebar": SidebarPage.load(conversation.owner), "oob": True}
+    )
+    return controls, sidebar
+
+
 def composer_ack() -> str:
     """To the socket that sent: the message was taken, clear the composer."""
     return render_to_string("conversations/_composer_ack.html")
@@ -137,6 +148,11 @@ async def broadcast(conversation_id: UUID, html: str, **extra) -> None:
     await get_channel_layer().group_send(
         group_name(conversation_id), {"type": "conversation.html", "html": html, **extra}
     )
+
+
+async def broadcast_to_user(user_id: int, html: str) -> None:
+    """Send an HTML fragment to every open socket of one user, whichever conversation it shows."""
+    await get_channel_layer().group_send(user_group(user_id), {"type": "conversation.html", "html": html})
 
 
 async def broadcast_delta(conversation_id: UUID, message_id: UUID, seq: int, html: str) -> None:
