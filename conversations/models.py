@@ -978,7 +978,8 @@ class Transcript:
 
 class ShareQuerySet(models.QuerySet):
     def live(self) -> ShareQuerySet:
-        return self.filter(revoked_at__isnull=True)
+        """Not revoked, and of an active account (a deactivated one's links stop opening, as its conversations do)."""
+        return self.filter(revoked_at__isnull=True, conversation__owner__is_active=True)
 
     def of_owner(self, user) -> ShareQuerySet:
         return self.filter(conversation__in=Conversation.objects.for_user(user))

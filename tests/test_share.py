@@ -107,6 +107,23 @@ def test_a_revoked_share_is_a_404_for_everyone(alice_client, shared, links):
     assert alice_client.get(shared.get_absolute_url()).status_code == 404
 
 
+def test_a_deactivated_owners_share_stops_opening(alice, shared, links):
+    alice.is_active = False
+    alice.save()
+
+    assert Client().get(shared.get_absolute_url()).status_code == 404
+
+
+def test_a_reply_still_being_written_is_left_out_of_a_share(conversation, reply, links):
+    question = Message.objects.create(conversation=conversation, parent=reply, role="user", content="And then?")
+    Message.objects.create(
+        conversation=conversation, parent=question, role="assistant", status="streaming", content="Half"
+    )
+    share = Share.snapshot(conversation)
+
+    assert [m["content"] for m in share.messages] == ["Hello?", "Hi **there**", "And then?"]
+
+
 def test_an_unknown_token_is_a_404(links):
     assert Client().get(reverse("shared", args=["not-a-real-token"])).status_code == 404
 
