@@ -50,6 +50,7 @@ class _Turn:
     reply: Message
     history: list[Message]  # what the model is shown, oldest first
     new_html: str = ""  # bubbles to append to the transcript (a new message only)
+    nav_html: str = ""  # the sidebar entry moving to the top, for every tab of the owner's (a new message only)
     settled: list[Message] = field(default_factory=list)  # a dead worker's replies, now interrupted
 
 
@@ -135,7 +136,14 @@ def _new_turn(conversation_id: UUID, user, text: str) -> _Turn:
         reply = Message.start_reply(conversation, question, spec)
         titled = conversation.first_message_sets_title(text)
         conversation.touch(*(["title", "title_source"] if titled else []))
-    return _Turn(conversation, reply, [*history, question], frames.new_bubbles(conversation, question, reply), settled)
+    return _Turn(
+        conversation,
+        reply,
+        [*history, question],
+        frames.new_bubbles(conversation, question, reply),
+        frames.nav_moved(conversation),
+        settled,
+    )
 
 
 def _offered(model_key: str) -> ModelSpec:
@@ -237,6 +245,8 @@ async def _launch(turn: _Turn, *, replaces: UUID | None = None, continuation: bo
         for message in turn.settled:
             await frames.announce(message)
         await frames.broadcast(turn.conversation.id, turn.new_html or running.snapshot_html(replaces=replaces))
+        if turn.nav_html:
+            await frames.broadcast_to_user(turn.conversation.owner_id, turn.nav_html)
     finally:
         running.start()
     return running

@@ -5,7 +5,7 @@ reply (Stop, snapshots), ``announce`` for a reply that ended elsewhere, and the
 renderers: ``bubble`` (the one ``_message.html``, as the page, the stream, the
 final swap and admin review draw it), ``stream_frame`` (what one feed of the
 reply's ``StreamingMarkdown`` changed) and its fast path ``delta_html`` beside
-the template it mirrors, ``new_bubbles``, and the
+the template it mirrors, ``new_bubbles`` and ``nav_moved``, and the
 composer's acknowledgement and error for the socket that sent.
 """
 
@@ -78,9 +78,16 @@ def transcript(conversation: Conversation, shown: Transcript) -> str:
 
 
 def new_bubbles(conversation: Conversation, *messages: Message) -> str:
-    """The user's message and the reply's empty bubble, appended in every tab,
-    with the title and the sidebar entry brought up to date."""
+    """The user's message and the reply's empty bubble, appended in every tab, with the title brought up to date."""
     return render_to_string("conversations/_append.html", {"conversation": conversation, "new_messages": messages})
+
+
+def nav_moved(conversation: Conversation) -> str:
+    """After a new message, for every tab of the owner's whatever it shows:
+    the sidebar entry moves to the top of Today (or of Pinned), and appears
+    if the conversation had no message before.  Rendered once for all tabs,
+    so without ``aria-current`` (chat.js marks each tab's own entry)."""
+    return render_to_string("conversations/_nav_moved.html", {"item": conversation})
 
 
 def title(conversation: Conversation) -> str:

@@ -237,13 +237,14 @@ def test_charlie_cannot_pin_archive_or_share_alices_conversation(
 
 
 def test_a_new_message_moves_the_entry_to_the_top_of_today_or_of_pinned(alice, conversation, reply):
-    assert 'hx-swap-oob="afterend:#nav-heading-today"' in frames.new_bubbles(conversation)
+    assert 'hx-swap-oob="afterend:#nav-heading-today"' in frames.nav_moved(conversation)
+    assert "aria-current" not in frames.nav_moved(conversation)  # one rendering for every tab
 
     conversation.pin(True)
-    assert 'hx-swap-oob="afterend:#nav-heading-pinned"' in frames.new_bubbles(conversation)
+    assert 'hx-swap-oob="afterend:#nav-heading-pinned"' in frames.nav_moved(conversation)
 
     conversation.archive(True)
-    assert "nav-item" not in frames.new_bubbles(conversation)  # an archived one stays out of the sidebar
+    assert "nav-item" not in frames.nav_moved(conversation)  # an archived one stays out of the sidebar
 
 
 async def _until(communicator, needle: str) -> str:
@@ -253,19 +254,23 @@ async def _until(communicator, needle: str) -> str:
             return frame
 
 
-async def test_a_sent_message_moves_the_entry_into_today_in_the_open_tab(alice, conversation, reply):
+async def test_a_sent_message_moves_the_entry_into_today_in_every_open_tab_of_the_owner(alice, conversation, reply):
     await database_sync_to_async(Conversation.objects.filter(pk=conversation.pk).update)(
         updated_at=timezone.now() - timedelta(days=5)
     )
+    other = await database_sync_to_async(_listed)(alice, "Another one", timezone.now())
     tab = await connect(alice, conversation)
+    other_tab = await connect(alice, other)
 
     await send(tab, action="send", text="Once more")
-    shown = await _until(tab, "nav-heading-today")
-    await until_final(tab)  # the demo reply ends within the test
 
-    assert f'<li id="nav-item-{conversation.id}" hx-swap-oob="delete"></li>' in shown
-    assert re.search(rf'hx-swap-oob="afterend:#nav-heading-today"><li id="nav-item-{conversation.id}"', shown)
+    for listening in (tab, other_tab):
+        shown = await _until(listening, "nav-heading-today")
+        assert f'<li id="nav-item-{conversation.id}" hx-swap-oob="delete"></li>' in shown
+        assert re.search(rf'hx-swap-oob="afterend:#nav-heading-today"><li id="nav-item-{conversation.id}"', shown)
+    await until_final(tab)  # the demo reply ends within the test
     await tab.disconnect()
+    await other_tab.disconnect()
 
 
 async def test_pinning_reaches_every_open_tab_of_the_owner(alice, conversation, reply):
