@@ -312,7 +312,14 @@ TITLE_MAX_TOKENS = 30
 async def rename(conversation: Conversation, title: str) -> None:
     """The user's own title, in every open tab's header, sidebar and tab."""
     await database_sync_to_async(conversation.rename)(title)
+    await _retitled(conversation)
+
+
+async def _retitled(conversation: Conversation) -> None:
+    """The new title to the conversation's tabs (header, sidebar entry, tab)
+    and to the sidebar entry in the owner's other tabs."""
     await frames.broadcast(conversation.id, await database_sync_to_async(frames.title)(conversation))
+    await frames.broadcast_to_user(conversation.owner_id, await database_sync_to_async(frames.nav_title)(conversation))
 
 
 async def set_pinned(conversation: Conversation, pinned: bool) -> None:
@@ -369,7 +376,7 @@ async def write_title(reply: Message) -> None:
             return
         tokens = (used.input_tokens, used.output_tokens) if used else (None, None)
         if await database_sync_to_async(conversation.take_model_title)(title, spec.key, *tokens):
-            await frames.broadcast(conversation.id, await database_sync_to_async(frames.title)(conversation))
+            await _retitled(conversation)
     except (ProviderError, TimeoutError) as exc:
         logger.warning("no title for conversation of reply %s: %s", reply.id, exc)
     except Exception:

@@ -107,6 +107,12 @@ def library(conversation: Conversation) -> tuple[str, str]:
     return controls, sidebar
 
 
+def nav_title(conversation: Conversation) -> str:
+    """The sidebar entry's new title, for every tab of the owner's (rendered
+    once, so without ``aria-current``: chat.js marks each tab's own entry)."""
+    return render_to_string("conversations/page.html#nav_link", {"item": conversation, "oob": True})
+
+
 def composer_ack() -> str:
     """To the socket that sent: the message was taken, clear the composer."""
     return render_to_string("conversations/_composer_ack.html")

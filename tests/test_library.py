@@ -322,3 +322,16 @@ async def test_another_users_tabs_hear_nothing_of_alices_pin(alice, charlie, con
     first = await _until(charlie_tab, 'id="conversation-list"')
     assert f'id="nav-item-{mine.id}"' in first and str(conversation.id) not in first
     await charlie_tab.disconnect()
+
+
+async def test_a_rename_reaches_the_sidebar_of_the_owners_other_tabs(alice, conversation, reply):
+    other = await database_sync_to_async(_listed)(alice, "Another one", timezone.now())
+    other_tab = await connect(alice, other)
+    client = AsyncClient()
+    await client.aforce_login(alice)
+
+    await client.post(reverse("rename", args=[conversation.id]), {"title": "Renamed elsewhere"})
+
+    entry = await _until(other_tab, f'id="nav-{conversation.id}"')
+    assert 'hx-swap-oob="outerHTML"' in entry and "Renamed elsewhere" in entry and "aria-current" not in entry
+    await other_tab.disconnect()
