@@ -313,6 +313,12 @@ CHAT_FRAME_INTERVAL_MS = envint("CHAT_FRAME_INTERVAL_MS", 50)
 # A conversation page shows its newest CHAT_PAGE_MESSAGES messages; earlier
 # ones load as the reader scrolls up (or all at once with ?all=1, without JavaScript).
 CHAT_PAGE_MESSAGES = envint("CHAT_PAGE_MESSAGES", 100)
+# "Share" makes a read-only snapshot behind an unguessable link: "off" (no
+# button, every link 404s), "users" (a link opens for anyone logged in) or
+# "links" (a link opens for anyone, without logging in).
+CHAT_SHARING = os.environ.get("CHAT_SHARING", "off").strip().lower()
+if CHAT_SHARING not in ("off", "users", "links"):
+    raise ImproperlyConfigured(f"CHAT_SHARING must be off, users or links, not {CHAT_SHARING!r}")
 CHAT_DEMO_TOKEN_DELAY_MS = envint("CHAT_DEMO_TOKEN_DELAY_MS", 30)
 # CHAT_TITLE_MODEL: the model ("endpoint:model") that writes a conversation's
 # title after its first reply; empty: the conversation's own model; "off":

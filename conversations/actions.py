@@ -52,6 +52,7 @@ class _Turn:
     reply: Message
     history: list[Message]  # what the model is shown, oldest first
     new_html: str = ""  # bubbles to append to the transcript (a new message only)
+    nav_html: str = ""  # the sidebar entry moving to the top, for every tab of the owner's (a new message only)
     settled: list[Message] = field(default_factory=list)  # a dead worker's replies, now interrupted
 
 
@@ -175,7 +176,14 @@ def _new_turn(conversation_id: UUID, user, text: str, new_model: str | None = No
         reply = Message.start_reply(conversation, question, spec)
         titled = conversation.first_message_sets_title(text)
         conversation.touch(*(["title", "title_source"] if titled else []))
-    return _Turn(conversation, reply, [*history, question], frames.new_bubbles(conversation, question, reply), settled)
+    return _Turn(
+        conversation,
+        reply,
+        [*history, question],
+        frames.new_bubbles(conversation, question, reply),
+        frames.nav_moved(conversation),
+        settled,
+    )
 
 
 def _offered(model_key: str) -> ModelSpec:
@@ -277,6 +285,8 @@ async def _launch(turn: _Turn, *, replaces: UUID | None = None, continuation: bo
         for message in turn.settled:
             await frames.announce(message)
         await frames.broadcast(turn.conversation.id, turn.new_html or running.snapshot_html(replaces=replaces))
+        if turn.nav_html:
+            await frames.broadcast_to_user(turn.conversation.owner_id, turn.nav_html)
     finally:
         running.start()
     return running
@@ -356,7 +366,32 @@ TITLE_MAX_TOKENS = 30
 async def rename(conversation: Conversation, title: str) -> None:
     """The user's own title, in every open tab's header, sidebar and tab."""
     await database_sync_to_async(conversation.rename)(title)
+    await _retitled(conversation)
+
+
+async def _retitled(conversation: Conversation) -> None:
+    """The new title to the conversation's tabs (header, sidebar entry, tab)
+    and to the sidebar entry in the owner's other tabs."""
     await frames.broadcast(conversation.id, await database_sync_to_async(frames.title)(conversation))
+    await frames.broadcast_to_user(conversation.owner_id, await database_sync_to_async(frames.nav_title)(conversation))
+
+
+async def set_pinned(conversation: Conversation, pinned: bool) -> None:
+    """Pin or unpin: the header's controls and the sidebar in every open tab of the owner's."""
+    await database_sync_to_async(conversation.pin)(pinned)
+    await _library_changed(conversation)
+
+
+async def set_archived(conversation: Conversation, archived: bool) -> None:
+    """Archive (out of the sidebar, still open by URL) or bring back, in every open tab of the owner's."""
+    await database_sync_to_async(conversation.archive)(archived)
+    await _library_changed(conversation)
+
+
+async def _library_changed(conversation: Conversation) -> None:
+    controls, sidebar = await database_sync_to_async(frames.library)(conversation)
+    await frames.broadcast(conversation.id, controls)
+    await frames.broadcast_to_user(conversation.owner_id, sidebar)
 
 
 async def write_title(reply: Message) -> None:
@@ -396,7 +431,7 @@ async def write_title(reply: Message) -> None:
             return
         tokens = (used.input_tokens, used.output_tokens) if used else (None, None)
         if await _take_title(conversation, title, spec.key, *tokens):
-            await frames.broadcast(conversation.id, await database_sync_to_async(frames.title)(conversation))
+            await _retitled(conversation)
     except (ProviderError, TimeoutError) as exc:
         logger.warning("no title for conversation of reply %s: %s", reply.id, exc)
     except Exception as exc:

@@ -29,7 +29,7 @@ from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
 
 from conversations import export, stats, usage
-from conversations.models import AuditLog, Budget, Conversation, Flag, Message, UsageDay
+from conversations.models import AuditLog, Budget, Conversation, Flag, Message, Share, UsageDay
 from conversations.permissions import can_review
 
 # Fields of a message that say how it was made, never what it says.
@@ -453,6 +453,74 @@ class LedgerAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+
+# A share's title, messages and token (which opens it) are content.
+SHARE_CONTENT_LOOKUPS = ("title", "messages", "token", "conversation__")
+
+
+@admin.register(Share)
+class ShareAdmin(LedgerAdmin):
+    """Share links, read-only.  That a conversation was shared, when, and
+    whether the link was revoked is for "view share"; the shared title, text
+    and the link itself are behind review_conversation, and opening one as a
+    reviewer is recorded in the audit log, as for a transcript."""
+
+    list_filter = (("revoked_at", admin.EmptyFieldListFilter), "created_at")
+    list_select_related = ("conversation__owner",)
+    date_hierarchy = "created_at"
+    ordering = ("-created_at",)
+
+    def lookup_allowed(self, lookup, value, request=None) -> bool:
+        if lookup.startswith(SHARE_CONTENT_LOOKUPS) and not (request and can_review(request.user)):
+            return False
+        return super().lookup_allowed(lookup, value, request)
+
+    def get_list_display(self, request):
+        columns = ["id", "conversation_short_id", "owner", "message_count", "created_at", "revoked_at"]
+        if can_review(request.user):
+            columns.insert(1, "title")
+        return columns
+
+    def get_fields(self, request, obj=None):
+        fields = ["id", "conversation_short_id", "owner", "message_count", "created_at", "revoked_at"]
+        if can_review(request.user):
+            fields[1:1] = ["title", "link", "shared_messages"]
+        return fields
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.get_fields(request, obj)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        share = self.get_object(request, object_id)
+        if share is not None and can_review(request.user) and request.method == "GET":
+            AuditLog.record(request.user, AuditLog.Action.VIEW, [share.conversation_id], page="share", share=share.pk)
+        # Django's default subtitle is str(obj); kept free of content for every viewer.
+        return super().change_view(request, object_id, form_url, {"subtitle": str(object_id), **(extra_context or {})})
+
+    @admin.display(description=_("conversation"))
+    def conversation_short_id(self, obj: Share) -> str:
+        return str(obj.conversation_id)[:8]
+
+    @admin.display(description=_("owner"))
+    def owner(self, obj: Share):
+        return obj.conversation.owner
+
+    @admin.display(description=_("messages"))
+    def message_count(self, obj: Share) -> int:
+        return len(obj.messages)
+
+    @admin.display(description=_("link"))
+    def link(self, obj: Share) -> str:
+        return format_html('<a href="{0}">{0}</a>', obj.get_absolute_url())
+
+    @admin.display(description=_("shared messages"))
+    def shared_messages(self, obj: Share) -> str:
+        return format_html_join(
+            "",
+            '<div class="shared-message"><strong>{}</strong> <span class="quiet">{}</span><p>{}</p></div>',
+            ((m["role"], m.get("model", ""), m["content"]) for m in obj.messages),
+        )
 
 
 @admin.register(AuditLog)

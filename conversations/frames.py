@@ -5,7 +5,7 @@ reply (Stop, snapshots), ``announce`` for a reply that ended elsewhere, and the
 renderers: ``bubble`` (the one ``_message.html``, as the page, the stream, the
 final swap and admin review draw it), ``stream_frame`` (what one feed of the
 reply's ``StreamingMarkdown`` changed) and its fast path ``delta_html`` beside
-the template it mirrors, ``new_bubbles``, and the
+the template it mirrors, ``new_bubbles`` and ``nav_moved``, and the
 composer's acknowledgement and error for the socket that sent.
 """
 
@@ -20,7 +20,7 @@ from django.conf import settings
 from django.template.loader import render_to_string
 from django.utils.html import format_html
 
-from conversations.models import Conversation, Feedback, Message, Transcript
+from conversations.models import Conversation, Feedback, Message, SidebarPage, Transcript
 from conversations.streaming_markdown import StreamingMarkdown, StreamUpdate
 
 
@@ -88,10 +88,35 @@ def new_bubbles(conversation: Conversation, *messages: Message, temporary: bool 
     return render_to_string("conversations/_append.html", context)
 
 
+def nav_moved(conversation: Conversation) -> str:
+    """After a new message, for every tab of the owner's whatever it shows:
+    the sidebar entry moves to the top of Today (or of Pinned), and appears
+    if the conversation had no message before.  Rendered once for all tabs,
+    so without ``aria-current`` (chat.js marks each tab's own entry)."""
+    return render_to_string("conversations/_nav_moved.html", {"item": conversation})
+
+
 def title(conversation: Conversation) -> str:
     """The conversation's new title: header and sidebar entry, out of band
     (chat.js keeps the browser tab's title in step with the header)."""
     return render_to_string("conversations/_title.html", {"conversation": conversation, "header_oob": True})
+
+
+def library(conversation: Conversation) -> tuple[str, str]:
+    """After a pin or an archive: the conversation's header controls (for its
+    tabs), and the owner's whole sidebar again (for all their tabs; the entry
+    may move between groups, or in or out).  chat.js marks the current entry."""
+    controls = render_to_string("conversations/detail.html#library", {"conversation": conversation, "oob": True})
+    sidebar = render_to_string(
+        "conversations/_sidebar.html", {"sidebar": SidebarPage.load(conversation.owner), "oob": True}
+    )
+    return controls, sidebar
+
+
+def nav_title(conversation: Conversation) -> str:
+    """The sidebar entry's new title, for every tab of the owner's (rendered
+    once, so without ``aria-current``: chat.js marks each tab's own entry)."""
+    return render_to_string("conversations/page.html#nav_link", {"item": conversation, "oob": True})
 
 
 def composer_ack() -> str:
@@ -142,6 +167,11 @@ async def broadcast(conversation_id: UUID, html: str, **extra) -> None:
     await get_channel_layer().group_send(
         group_name(conversation_id), {"type": "conversation.html", "html": html, **extra}
     )
+
+
+async def broadcast_to_user(user_id: int, html: str) -> None:
+    """Send an HTML fragment to every open socket of one user, whichever conversation it shows."""
+    await get_channel_layer().group_send(user_group(user_id), {"type": "conversation.html", "html": html})
 
 
 async def broadcast_delta(conversation_id: UUID, message_id: UUID, seq: int, html: str) -> None:

@@ -10,10 +10,11 @@ model wrote it, with which parameters, how long it took, how it ended.
 from __future__ import annotations
 
 import math
+import secrets
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 from django.conf import settings
 from django.db import connection, models, transaction
@@ -21,6 +22,7 @@ from django.db.models import Case, Count, Exists, OuterRef, Q, Subquery, Sum, Te
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.functional import cached_property
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import gettext_lazy as _
@@ -37,6 +39,24 @@ class ConversationQuerySet(models.QuerySet):
 
     def active(self) -> ConversationQuerySet:
         return self.filter(archived=False)
+
+    def in_sidebar(self) -> ConversationQuerySet:
+        """Not archived and with a message: what the sidebar lists."""
+        return self.active().with_messages()
+
+    def pinned(self) -> ConversationQuerySet:
+        """Pinned ones, by activity as the rest (a new message moves one to the top of its group)."""
+        return self.filter(pinned_at__isnull=False).order_by("-updated_at", "-id")
+
+    def unpinned_before(self, cursor: str | None) -> ConversationQuerySet:
+        """Unpinned ones by activity, newest first, after the ``cursor`` of the
+        last one shown (keyset paging on (updated_at, id): a conversation that
+        moves up meanwhile is not shown twice, and no OFFSET is scanned)."""
+        rows = self.filter(pinned_at__isnull=True).order_by("-updated_at", "-id")
+        if cursor is None:
+            return rows
+        updated_at, pk = parse_cursor(cursor)
+        return rows.filter(Q(updated_at__lt=updated_at) | Q(updated_at=updated_at, pk__lt=pk))
 
     def idle_for(self, days: float) -> ConversationQuerySet:
         """Conversations with no activity (no message, rename or setting) for ``days``."""
@@ -108,6 +128,7 @@ class Conversation(models.Model):
     created_at = models.DateTimeField(_("created"), default=timezone.now)
     updated_at = models.DateTimeField(_("updated"), default=timezone.now, db_index=True)
     archived = models.BooleanField(_("archived"), default=False)
+    pinned_at = models.DateTimeField(_("pinned"), null=True, blank=True)
 
     class Source(models.TextChoices):
         HERE = "", _("Written here")
@@ -195,6 +216,22 @@ class Conversation(models.Model):
             m.review_flags = flags.get(m.id, [])
         return {"nodes": Transcript(messages).tree(), "conversation_flags": flags.get(None, [])}
 
+    def pin(self, pinned: bool) -> None:
+        self.pinned_at = timezone.now() if pinned else None
+        self.save(update_fields=["pinned_at"])
+
+    def archive(self, archived: bool) -> None:
+        """Archived ones leave the sidebar (and their pin) but stay readable and writable by URL."""
+        self.archived = archived
+        if archived:
+            self.pinned_at = None
+        self.save(update_fields=["archived", "pinned_at"])
+
+    @property
+    def cursor(self) -> str:
+        """Where the sidebar's next page starts after this conversation."""
+        return f"{self.updated_at.astimezone(UTC):%Y%m%dT%H%M%S.%f}_{self.pk}"
+
     def touch(self, *fields: str) -> None:
         """Mark it active now, saving ``fields`` too."""
         self.updated_at = timezone.now()
@@ -202,6 +239,78 @@ class Conversation(models.Model):
 
 
 TITLE_CHARS = 60
+SIDEBAR_PAGE = 50
+
+
+def parse_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """A sidebar cursor (``Conversation.cursor``) back to (updated_at, id); ValueError if it is not one."""
+    moment, _sep, pk = cursor.partition("_")
+    return datetime.strptime(moment, "%Y%m%dT%H%M%S.%f").replace(tzinfo=UTC), uuid.UUID(pk)
+
+
+def activity_group(moment: datetime, today: date) -> tuple[str, str]:
+    """The sidebar group of a conversation last active at ``moment``: its key
+    and heading, by the day in the server's time zone."""
+    day = timezone.localdate(moment)
+    age = (today - day).days
+    if age <= 0:
+        return "today", str(_("Today"))
+    if age == 1:
+        return "yesterday", str(_("Yesterday"))
+    if age <= 7:
+        return "week", str(_("Previous 7 days"))
+    if age <= 30:
+        return "month", str(_("Previous 30 days"))
+    return f"{day:%Y-%m}", date_format(day, "YEAR_MONTH_FORMAT")
+
+
+@dataclass
+class SidebarGroup:
+    key: str
+    label: str
+    items: list[Conversation]
+    # The continuation of the previous page's last group: no heading again.
+    continued: bool = False
+
+
+@dataclass
+class SidebarPage:
+    """One page of a user's sidebar: the pinned ones (first page only), the
+    rest grouped by activity, and the cursor of the next page (None at the end)."""
+
+    pinned: list[Conversation]
+    groups: list[SidebarGroup]
+    next_cursor: str | None
+    first: bool
+
+    @classmethod
+    def load(cls, user, before: str | None = None, size: int = SIDEBAR_PAGE, today: date | None = None) -> SidebarPage:
+        """Raises ValueError for a ``before`` that is not a cursor."""
+        listed = Conversation.objects.for_user(user).in_sidebar().only("id", "title", "updated_at", "pinned_at")
+        today = today or timezone.localdate()
+        rows = list(listed.unpinned_before(before)[: size + 1])
+        more = len(rows) > size
+        rows = rows[:size]
+        groups: list[SidebarGroup] = []
+        # The first page always has a Today heading, where live updates put a conversation.
+        if before is None:
+            groups.append(SidebarGroup("today", str(_("Today")), []))
+        else:
+            key, label = activity_group(parse_cursor(before)[0], today)
+            groups.append(SidebarGroup(key, label, [], continued=True))
+        for row in rows:
+            key, label = activity_group(row.updated_at, today)
+            if key != groups[-1].key:
+                groups.append(SidebarGroup(key, label, []))
+            groups[-1].items.append(row)
+        pinned = list(listed.pinned()) if before is None else []
+        return cls(pinned, groups, rows[-1].cursor if more else None, before is None)
+
+    @property
+    def empty(self) -> bool:
+        return not self.pinned and not any(group.items for group in self.groups)
+
+
 # What a reply's end writes (Message.finish, then Message.save_finished).
 REPLY_FIELDS = [
     "content",
@@ -931,3 +1040,89 @@ class Transcript:
             child_depth = depth + 1 if len(kids) > 1 else depth
             stack.extend((k, child_depth, i + 1, len(kids)) for i, k in reversed(list(enumerate(kids))))
         return nodes
+
+
+class ShareQuerySet(models.QuerySet):
+    def live(self) -> ShareQuerySet:
+        """Not revoked, and of an active account (a deactivated one's links stop opening, as its conversations do)."""
+        return self.filter(revoked_at__isnull=True, conversation__owner__is_active=True)
+
+    def of_owner(self, user) -> ShareQuerySet:
+        return self.filter(conversation__in=Conversation.objects.for_user(user))
+
+
+class Share(models.Model):
+    """A read-only copy of the branch a conversation showed when it was shared,
+    behind an unguessable token.  The messages are copied (role, model, text
+    and sanitised HTML), not referenced: a later edit, reply or branch switch
+    never reaches an existing share, and the system prompt is never part of it."""
+
+    token = models.CharField(_("token"), max_length=64, unique=True, editable=False)
+    conversation = models.ForeignKey(
+        Conversation, models.CASCADE, related_name="shares", verbose_name=_("conversation")
+    )
+    title = models.CharField(_("title"), max_length=200, blank=True)
+    messages = models.JSONField(_("messages"), default=list, editable=False)
+    created_at = models.DateTimeField(_("created"), default=timezone.now)
+    revoked_at = models.DateTimeField(_("revoked"), null=True, blank=True)
+
+    objects = ShareQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("share")
+        verbose_name_plural = _("shares")
+        ordering = ("-created_at",)
+
+    def __str__(self) -> str:
+        return f"{self.conversation_id} {self.created_at:%Y-%m-%d %H:%M}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("shared", args=[self.token])
+
+    @classmethod
+    def snapshot(cls, conversation: Conversation) -> Share:
+        """Share the branch shown now; a reply still being written is left out (it has no final text yet)."""
+        copied = [
+            {
+                "role": m.role,
+                "content": m.content,
+                "html": str(m.content_html()) if m.is_assistant else "",
+                "provider": m.provider,
+                "model": m.model,
+                "status": m.status,
+                "finish_reason": m.finish_reason,
+            }
+            for m in conversation.transcript()
+            if m.role != Message.Role.SYSTEM and not m.is_streaming
+        ]
+        return cls.objects.create(
+            token=secrets.token_urlsafe(24),
+            conversation=conversation,
+            title=conversation.display_title,
+            messages=copied,
+        )
+
+    def revoke(self) -> None:
+        if self.revoked_at is None:
+            self.revoked_at = timezone.now()
+            self.save(update_fields=["revoked_at"])
+
+    def shown_messages(self) -> list[Message]:
+        """The copied messages as unsaved ``Message`` objects, for the one bubble template."""
+        from conversations.markdown import RENDER_VERSION
+
+        shown = []
+        for copied in self.messages:
+            message = Message(
+                conversation_id=self.conversation_id,
+                role=copied["role"],
+                content=copied["content"],
+                provider=copied.get("provider", ""),
+                model=copied.get("model", ""),
+                status=copied.get("status", Message.Status.COMPLETE),
+                finish_reason=copied.get("finish_reason", ""),
+            )
+            # The HTML sanitised at share time, as rendered then (not rendered again).
+            message.html, message.html_version = copied.get("html", ""), RENDER_VERSION
+            shown.append(message)
+        return shown

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.contrib import messages as flash
 from django.contrib.auth import get_user_model, login, logout
 from django.contrib.auth.decorators import login_not_required
+from django.contrib.auth.views import redirect_to_login
 from django.core.handlers.asgi import ASGIRequest
 from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
@@ -17,7 +18,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
 from django.utils import timezone
 from django.utils.cache import patch_cache_control
-from django.utils.http import content_disposition_header
+from django.utils.http import content_disposition_header, url_has_allowed_host_and_scheme
 from django.utils.text import slugify
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
@@ -36,7 +37,7 @@ from conversations.forms import (
     SignupForm,
     StartForm,
 )
-from conversations.models import Conversation, Feedback, SignupAttempt
+from conversations.models import Conversation, Feedback, Share, SidebarPage, SignupAttempt
 
 
 def _get_conversation_for_user(request: HttpRequest, conversation_id: UUID) -> Conversation:
@@ -45,18 +46,16 @@ def _get_conversation_for_user(request: HttpRequest, conversation_id: UUID) -> C
     return get_object_or_404(Conversation.objects.for_user(request.user), pk=conversation_id)
 
 
-def _sidebar(request: HttpRequest) -> list[Conversation]:
-    return list(
-        Conversation.objects.for_user(request.user)
-        .active()
-        .with_messages()
-        .by_activity()
-        .only("id", "title", "updated_at")[:200]
-    )
-
-
 def _page_context(request: HttpRequest, **extra) -> dict:
-    return {"sidebar": _sidebar(request), "models": providers.offered_models(), **extra}
+    return {"sidebar": SidebarPage.load(request.user), "models": providers.offered_models(), **extra}
+
+
+def _redirect_back(request: HttpRequest, default) -> HttpResponse:
+    """To the form's ``next`` if it is a path on this site, else to ``default``."""
+    target = request.POST.get("next", "")
+    if url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
+        return redirect(target)
+    return redirect(default)
 
 
 @login_not_required
@@ -254,6 +253,7 @@ def _render_detail(request: HttpRequest, conv: Conversation, status: int = 200, 
     ctx = _page_context(
         request,
         conversation=conv,
+        shares=list(conv.shares.live()) if settings.CHAT_SHARING != "off" else [],
         transcript=Feedback.attach(shown, request.user),
         earlier_before=earlier_before,
         current_model=providers.get_model(conv.model_key),
@@ -401,6 +401,99 @@ def update_settings(request: HttpRequest, conversation_id: UUID) -> HttpResponse
         for errors in form.errors.values():
             flash.error(request, errors[0])
     return redirect(conv)
+
+
+@require_GET
+def sidebar_page(request: HttpRequest) -> HttpResponse:
+    """The sidebar's next page after ``?before=<cursor>``: for htmx as the
+    list scrolls, else a page whose sidebar shows it (the "More" link)."""
+    try:
+        page = SidebarPage.load(request.user, request.GET.get("before", ""))
+    except ValueError:
+        raise Http404 from None
+    if request.htmx:
+        return render(request, "conversations/_sidebar.html#page", {"sidebar": page})
+    page.groups[0].continued = False  # a page of its own starts with its heading
+    context = {"sidebar": page, "models": providers.offered_models()}
+    return render(request, "conversations/older.html", context)
+
+
+@require_POST
+async def pin(request: HttpRequest, conversation_id: UUID) -> HttpResponse:
+    conv, user = await _aget_conversation_for_user(request, conversation_id)
+    await actions.set_pinned(conv, request.POST.get("pinned") == "1")
+    return await _library_response(request, conv, user)
+
+
+@require_POST
+async def archive(request: HttpRequest, conversation_id: UUID) -> HttpResponse:
+    conv, user = await _aget_conversation_for_user(request, conversation_id)
+    archived = request.POST.get("archived") == "1"
+    await actions.set_archived(conv, archived)
+    if not request.htmx:
+        message = _("Conversation archived.") if archived else _("Conversation restored to the sidebar.")
+        await sync_to_async(flash.success)(request, message)
+    return await _library_response(request, conv, user)
+
+
+async def _library_response(request: HttpRequest, conv: Conversation, user) -> HttpResponse:
+    if request.htmx:
+        # The header's controls and the sidebar, out of band (the socket brings the same to the other tabs).
+        context = {"conversation": conv, "sidebar": await sync_to_async(SidebarPage.load)(user)}
+        return await sync_to_async(render)(request, "conversations/_library.html", context)
+    return await sync_to_async(_redirect_back)(request, conv)
+
+
+@require_GET
+def archived(request: HttpRequest) -> HttpResponse:
+    conversations = Conversation.objects.for_user(request.user).filter(archived=True).by_activity()
+    context = {"archived": conversations.only("id", "title", "updated_at")}
+    return render(request, "conversations/archived.html", _page_context(request, **context))
+
+
+def _sharing_on() -> None:
+    if settings.CHAT_SHARING == "off":
+        raise Http404
+
+
+@require_POST
+def share(request: HttpRequest, conversation_id: UUID) -> HttpResponse:
+    _sharing_on()
+    conv = _get_conversation_for_user(request, conversation_id)
+    Share.snapshot(conv)
+    flash.success(request, _("Share link created. Anyone with it sees the conversation as it is now."))
+    return redirect(f"{conv.get_absolute_url()}#share")
+
+
+@require_POST
+def revoke_share(request: HttpRequest, share_id: int) -> HttpResponse:
+    revoked = get_object_or_404(Share.objects.of_owner(request.user).live(), pk=share_id)
+    revoked.revoke()
+    flash.success(request, _("Share link revoked: it no longer opens."))
+    return _redirect_back(request, "shares")
+
+
+@require_GET
+def shares(request: HttpRequest) -> HttpResponse:
+    """The user's live share links, each revocable."""
+    listed = Share.objects.of_owner(request.user).live().select_related("conversation")
+    return render(request, "conversations/shares.html", _page_context(request, shares=listed))
+
+
+@login_not_required
+@require_GET
+def shared(request: HttpRequest, token: str) -> HttpResponse:
+    """A share's snapshot: for anyone with the link (``links``) or anyone
+    logged in (``users``); a revoked or unknown token is a 404 either way."""
+    _sharing_on()
+    if settings.CHAT_SHARING == "users" and not request.user.is_authenticated:
+        return redirect_to_login(request.get_full_path())
+    snapshot = get_object_or_404(Share.objects.live(), token=token)
+    response = render(request, "conversations/shared.html", {"share": snapshot, "shared": snapshot.shown_messages()})
+    response["X-Robots-Tag"] = "noindex, nofollow"
+    # Never kept by a browser or proxy, so a revoked link stops showing at once.
+    patch_cache_control(response, private=True, no_store=True)
+    return response
 
 
 @require_http_methods(["GET", "POST"])

@@ -95,7 +95,9 @@ def test_the_models_title_shows_in_the_sidebar_header_and_tab_without_a_reload(a
 
     _send(page, question)
 
-    expect(page.locator("#conversation-list li").first).to_have_attribute("id", f"nav-item-{conversation.id}")
+    expect(page.locator("#conversation-list li[id^=nav-item-]").first).to_have_attribute(
+        "id", f"nav-item-{conversation.id}"
+    )
 
     expect(page.locator("#conversation-title")).to_have_text(MODEL_TITLE)
     expect(nav).to_have_text(MODEL_TITLE)

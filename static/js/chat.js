@@ -67,6 +67,16 @@
   }
   document.addEventListener("htmx:afterSettle", syncTabTitle);
 
+  // The sidebar comes back whole after a pin or an archive in any tab of the
+  // user's, rendered once for all of them: each marks its own conversation.
+  function markCurrentEntry() {
+    var shown = $("#conversation");
+    var link = shown && document.getElementById("nav-" + shown.dataset.conversation);
+    if (link && !link.hasAttribute("aria-current")) link.setAttribute("aria-current", "page");
+  }
+  document.addEventListener("htmx:afterSettle", markCurrentEntry);
+  document.addEventListener("htmx:wsAfterMessage", markCurrentEntry);
+
   document.addEventListener("htmx:wsAfterMessage", function () {
     syncTabTitle();
     var ack = $("#composer-ack");
