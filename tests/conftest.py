@@ -14,6 +14,14 @@ from tests.fakes import PROVIDER_ENV
 os.environ["CHAT_TITLE_MODEL"] = "off"
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests that restart PostgreSQL or Redis run last (in their order): the
+    session's long-lived servers (browser, two workers) then never live
+    through a restart they were not written for.  (One that did failed its
+    next two operations, a send and a handshake, before it recovered.)"""
+    items.sort(key=lambda item: item.get_closest_marker("restarts_services") is not None)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_provider_env(monkeypatch, settings):
     """No test sees the machine's real provider keys, and the demo is instant."""

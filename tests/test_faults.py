@@ -27,6 +27,7 @@ from tests.livesite import server_on_test_db, two_workers
 
 pytestmark = [
     pytest.mark.multiworker,
+    pytest.mark.restarts_services,
     pytest.mark.skipif(not settings.REDIS_URL, reason="REDIS_URL is unset: the faults need Redis and PostgreSQL"),
     pytest.mark.django_db(transaction=True),
     pytest.mark.timeout(60),

@@ -382,6 +382,8 @@ async def test_a_final_write_whose_connection_dies_is_saved_on_a_fresh_one(
             "for every background write"
         )
     settings.CHAT_WRITE_LOCK_SECONDS = 60  # the attempt waits on the lock until its connection is killed
+    # No checkpoint or heartbeat meanwhile: the one writer waiting must be the final write.
+    settings.CHAT_CHECKPOINT_SECONDS = settings.CHAT_HEARTBEAT_SECONDS = 3600
     await sync_to_async(openai_fake)(conversation, LONG)
     communicator = await connect(alice, conversation)
     await send(communicator, action="send", text="a long one")
