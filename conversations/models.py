@@ -18,6 +18,7 @@ from datetime import datetime, time, timedelta
 from django.conf import settings
 from django.db import connection, models, transaction
 from django.db.models import Case, Count, Exists, OuterRef, Q, Subquery, Sum, TextField, Value, When
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
@@ -45,6 +46,10 @@ class ConversationQuerySet(models.QuerySet):
     def by_activity(self) -> ConversationQuerySet:
         return self.order_by("-updated_at", "-created_at")
 
+    def titled(self, text: str) -> ConversationQuerySet:
+        """Those whose title contains ``text``, case-insensitively (see ``containing``)."""
+        return self.filter(_contains("conversations_conversation", "title", text))
+
     def with_messages(self) -> ConversationQuerySet:
         """Those with at least one message: an empty one is nothing to go back to."""
         return self.filter(Exists(Message.objects.filter(conversation=OuterRef("pk"))))
@@ -70,6 +75,24 @@ class ConversationQuerySet(models.QuerySet):
             flag_count=_per_conversation(Flag, Count("id")),
             open_flag_count=_per_conversation(Flag, Count("id"), Q(resolved=False)),
         )
+
+
+SEARCH_INDEXED_CHARS = 3  # trigram indexes need a whole trigram
+
+
+def _contains(table: str, column: str, text: str) -> Q:
+    """``column`` contains ``text``: through the FTS5 trigram table the 0010
+    migration keeps on SQLite, else ``icontains`` (UPPER(...) LIKE, which the
+    pg_trgm index on UPPER(column) serves on PostgreSQL)."""
+    if connection.vendor == "sqlite" and len(text) >= SEARCH_INDEXED_CHARS:
+        phrase = '"' + text.replace('"', '""') + '"'
+        matching = RawSQL(
+            f"SELECT r.key FROM {table}_search f JOIN {table}_search_rows r ON r.rowid = f.rowid "
+            f"WHERE {table}_search MATCH %s",
+            [phrase],
+        )
+        return Q(pk__in=matching)
+    return Q(**{f"{column}__icontains": text})
 
 
 def _per_conversation(model, aggregate, condition: Q | None = None, via: str = "", default: int | None = 0):
@@ -128,9 +151,10 @@ class Conversation(models.Model):
     def display_title(self) -> str:
         return self.title or str(_("New conversation"))
 
-    def transcript(self) -> Transcript:
-        """The message tree in one query, and the branch the user sees."""
-        return Transcript(self.messages.order_by("created_at", "id"))
+    def transcript(self, through: uuid.UUID | None = None) -> Transcript:
+        """The message tree in one query, and the branch the user sees (or the
+        one through message ``through``, see Transcript)."""
+        return Transcript(self.messages.order_by("created_at", "id"), through=through)
 
     def first_message_sets_title(self, text: str) -> bool:
         """Give an untitled conversation its first message's first line as a
@@ -229,6 +253,14 @@ class MessageQuerySet(models.QuerySet):
 
     def of_owner(self, user) -> MessageQuerySet:
         return self.filter(conversation__owner=user)
+
+    def containing(self, text: str) -> MessageQuerySet:
+        """Messages whose own text contains ``text`` as a substring, whatever
+        the script (no word splitting: 你好 is found in 你好世界),
+        case-insensitively as the database folds case.  From 3 characters on
+        an index answers (SQLite: FTS5 trigram; PostgreSQL: pg_trgm); shorter
+        text is a plain scan, which callers should bound."""
+        return self.filter(_contains("conversations_message", "content", text))
 
     def started_since(self, moment) -> MessageQuerySet:
         return self.replies().filter(created_at__gte=moment)
@@ -455,9 +487,16 @@ class Message(models.Model):
         self.completed_at = timezone.now()
 
     def show(self) -> None:
-        """Make this message the one shown among its siblings (a branch switch)."""
+        """Make the branch through this message the one shown: it, and each of
+        its ancestors, becomes the one shown among its siblings (a branch
+        switch; a search result deep in another branch needs the ancestors)."""
+        parents = dict(Message.objects.filter(conversation_id=self.conversation_id).values_list("id", "parent_id"))
+        path, step = [], self.id
+        while step is not None and step not in path:
+            path.append(step)
+            step = parents.get(step)
         self.shown_at = timezone.now()
-        self.save(update_fields=["shown_at"])
+        Message.objects.filter(pk__in=path).update(shown_at=self.shown_at)
 
     def save_finished(self) -> None:
         """The one write at the end of a reply, with what it used added to its
@@ -802,17 +841,31 @@ class Transcript:
     an edited message replaces the old one on screen while both stay stored,
     and a switch back finds the subtree as it was last seen.  Iterating,
     indexing and ``len`` are over that branch, root first.
+
+    ``through`` (a message id) picks, above that message, the forks leading
+    to it instead, without storing anything (a search result's link);
+    ``diverges`` is then True when that is not the branch stored as shown.
     """
 
-    def __init__(self, messages) -> None:
+    def __init__(self, messages, through: uuid.UUID | None = None) -> None:
         self.messages: list[Message] = sorted(messages, key=lambda m: (m.created_at, str(m.id)))
         self.children: dict[uuid.UUID | None, list[Message]] = defaultdict(list)
+        by_id = {}
         for message in self.messages:
             self.children[message.parent_id].append(message)
+            by_id[message.id] = message
+        path = set()
+        while through in by_id and through not in path:
+            path.add(through)
+            through = by_id[through].parent_id
+        self.diverges = False
         self.branch: list[Message] = []
         step = self.children.get(None)
         while step:
             shown = max(step, key=_shown_order)
+            forced = next((m for m in step if m.id in path), shown)
+            self.diverges = self.diverges or forced is not shown
+            shown = forced
             number = step.index(shown)
             shown.sibling_number, shown.sibling_count = number + 1, len(step)
             shown.previous_sibling = step[number - 1].id if number else None
@@ -842,6 +895,16 @@ class Transcript:
     def last_reply(self) -> Message | None:
         """The branch's last message if it is a reply."""
         return self.branch[-1] if self.branch and self.branch[-1].is_assistant else None
+
+    def window_through(self, size: int, message_id: uuid.UUID | None) -> tuple[list[Message], uuid.UUID | None]:
+        """As ``window`` (the newest ``size``), reaching back to ``message_id``
+        and one message before it when it is further up the branch."""
+        shown, before = self.window(size)
+        index = self.index_of(message_id) if message_id else None
+        if index is None or index >= len(self.branch) - len(shown):
+            return shown, before
+        start = max(0, index - 1)
+        return self.branch[start:], self.branch[start].id if start > 0 else None
 
     def window(self, size: int, end: int | None = None) -> tuple[list[Message], uuid.UUID | None]:
         """The ``size`` messages of the branch before index ``end`` (default:

@@ -9,6 +9,7 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("usage/", views.usage_page, name="usage"),
+    path("search/", views.search_page, name="search"),
     path("c/new/", views.new_conversation, name="new_conversation"),
     path("c/<uuid:conversation_id>/", views.conversation, name="conversation"),
     path("c/<uuid:conversation_id>/earlier/", views.earlier, name="earlier"),
