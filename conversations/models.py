@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 
 from django.conf import settings
+from django.core.exceptions import EmptyResultSet
 from django.db import connection, models, transaction
 from django.db.models import Case, Count, Exists, OuterRef, Q, Subquery, Sum, TextField, Value, When
 from django.db.models.expressions import RawSQL
@@ -47,8 +48,15 @@ class ConversationQuerySet(models.QuerySet):
         return self.order_by("-updated_at", "-created_at")
 
     def titled(self, text: str) -> ConversationQuerySet:
-        """Those whose title contains ``text``, case-insensitively (see ``containing``)."""
+        """Those whose title contains ``text``, case-insensitively (see ``MessageQuerySet.containing``)."""
         return self.filter(_contains("conversations_conversation", "title", text))
+
+    def with_message_containing(self, text: str) -> ConversationQuerySet:
+        """Those with a message containing ``text`` (see ``MessageQuerySet.containing``)."""
+        if _indexed_on_sqlite(text):
+            # The index's own conversation column: tens of thousands of matches cost no message reads.
+            return self.filter(pk__in=_sqlite_matches("conversations_message", text, "conversation"))
+        return self.filter(Exists(Message.objects.filter(conversation=OuterRef("pk")).containing(text)))
 
     def with_messages(self) -> ConversationQuerySet:
         """Those with at least one message: an empty one is nothing to go back to."""
@@ -80,18 +88,36 @@ class ConversationQuerySet(models.QuerySet):
 SEARCH_INDEXED_CHARS = 3  # trigram indexes need a whole trigram
 
 
-def _contains(table: str, column: str, text: str) -> Q:
-    """``column`` contains ``text``: through the FTS5 trigram table the 0010
-    migration keeps on SQLite, else ``icontains`` (UPPER(...) LIKE, which the
-    pg_trgm index on UPPER(column) serves on PostgreSQL)."""
-    if connection.vendor == "sqlite" and len(text) >= SEARCH_INDEXED_CHARS:
-        phrase = '"' + text.replace('"', '""') + '"'
-        matching = RawSQL(
-            f"SELECT r.key FROM {table}_search f JOIN {table}_search_rows r ON r.rowid = f.rowid "
-            f"WHERE {table}_search MATCH %s",
-            [phrase],
-        )
-        return Q(pk__in=matching)
+def _indexed_on_sqlite(text: str) -> bool:
+    return connection.vendor == "sqlite" and len(text) >= SEARCH_INDEXED_CHARS
+
+
+def _sqlite_matches(table: str, text: str, column: str = "key", conversations=None) -> RawSQL:
+    """The ids (``key``) or conversation ids of ``table``'s rows containing
+    ``text``, from the FTS5 trigram table the 0010 migration keeps (a phrase
+    query: the trigrams in a row, so a substring), optionally only in ``conversations``."""
+    sql = (
+        f"SELECT r.{column} FROM {table}_search f JOIN {table}_search_rows r ON r.rowid = f.rowid "
+        f"WHERE {table}_search MATCH %s"
+    )
+    params = [_phrase(text)]
+    if conversations is not None:
+        sql += f" AND r.conversation IN ({', '.join(['%s'] * len(conversations)) or 'NULL'})"
+        params += [Conversation._meta.pk.get_db_prep_value(pk, connection) for pk in conversations]
+    return RawSQL(sql, params)
+
+
+def _phrase(text: str) -> str:
+    """An FTS5 phrase query for ``text`` as it is (quotes doubled)."""
+    return '"' + text.replace('"', '""') + '"'
+
+
+def _contains(table: str, column: str, text: str, conversations=None) -> Q:
+    """``column`` contains ``text``: through the FTS5 trigram table on SQLite,
+    else ``icontains`` (UPPER(...) LIKE, which the pg_trgm index on
+    UPPER(column) serves on PostgreSQL)."""
+    if _indexed_on_sqlite(text):
+        return Q(pk__in=_sqlite_matches(table, text, conversations=conversations))
     return Q(**{f"{column}__icontains": text})
 
 
@@ -254,13 +280,42 @@ class MessageQuerySet(models.QuerySet):
     def of_owner(self, user) -> MessageQuerySet:
         return self.filter(conversation__owner=user)
 
-    def containing(self, text: str) -> MessageQuerySet:
+    def containing(self, text: str, conversations: list | None = None) -> MessageQuerySet:
         """Messages whose own text contains ``text`` as a substring, whatever
         the script (no word splitting: 你好 is found in 你好世界),
         case-insensitively as the database folds case.  From 3 characters on
         an index answers (SQLite: FTS5 trigram; PostgreSQL: pg_trgm); shorter
-        text is a plain scan, which callers should bound."""
-        return self.filter(_contains("conversations_message", "content", text))
+        text is a plain scan, which callers should bound.  ``conversations``
+        (a list of ids) keeps to those, inside the index's query on SQLite."""
+        if conversations is None:
+            return self.filter(_contains("conversations_message", "content", text))
+        return self.filter(
+            _contains("conversations_message", "content", text, conversations), conversation__in=conversations
+        )
+
+    def in_newest_conversations_containing(self, text: str, conversations, limit: int) -> MessageQuerySet:
+        """The messages containing ``text`` (as ``containing``) in the
+        ``limit`` most recently active of ``conversations`` that have one:
+        ordering every match of a common word by its conversation would read
+        them all, so the conversations are chosen first."""
+        if not _indexed_on_sqlite(text):
+            newest = conversations.with_message_containing(text).by_activity().values("pk")[:limit]
+            return self.filter(conversation__in=newest).containing(text)
+        try:
+            scope, params = conversations.values("pk").query.sql_with_params()
+        except EmptyResultSet:
+            return self.none()
+        # One pass over the index, materialised; then only the chosen conversations' rows.
+        table = "conversations_message"
+        sql = (
+            f"WITH hits AS MATERIALIZED (SELECT r.key, r.conversation FROM {table}_search f "
+            f"JOIN {table}_search_rows r ON r.rowid = f.rowid WHERE {table}_search MATCH %s), "
+            "newest AS (SELECT c.id FROM conversations_conversation c "
+            f"WHERE c.id IN ({scope}) AND c.id IN (SELECT conversation FROM hits) "
+            "ORDER BY c.updated_at DESC, c.created_at DESC LIMIT %s) "
+            "SELECT key FROM hits WHERE conversation IN (SELECT id FROM newest)"
+        )
+        return self.filter(pk__in=RawSQL(sql, [_phrase(text), *params, limit]))
 
     def started_since(self, moment) -> MessageQuerySet:
         return self.replies().filter(created_at__gte=moment)

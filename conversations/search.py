@@ -72,8 +72,7 @@ def search(user, text: str) -> Results:
         own = own.filter(pk__in=own.by_activity().values("pk")[:SHORT_QUERY_CONVERSATIONS])
     titles = own.titled(query).by_activity().only("id", "title")[:TITLE_RESULTS]
     messages = (
-        Message.objects.filter(conversation__in=own.values("pk"))
-        .containing(query)
+        Message.objects.in_newest_conversations_containing(query, own, MESSAGE_RESULTS)
         .select_related("conversation")
         .only("id", "content", "conversation_id", "created_at", "conversation__title", "conversation__updated_at")
         .order_by("-conversation__updated_at", "conversation_id", "created_at")[:MESSAGE_RESULTS]

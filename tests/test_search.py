@@ -259,3 +259,20 @@ def test_charlie_cannot_open_alices_result_link(alice, charlie_client):
     _conversation(alice, "private words")
     (hit,) = search(alice, "private").messages
     assert charlie_client.get(hit.url).status_code == 404
+
+
+def test_seedlibrary_makes_chains_of_mixed_text_that_benchsearch_measures(capsys):
+    import json
+
+    from django.core.management import call_command
+
+    call_command("seedlibrary", conversations=5, messages=4, user="bench", seed=3)
+    library = Conversation.objects.filter(owner__username="bench")
+    assert library.count() == 5
+    assert Message.objects.filter(conversation__in=library).count() == 20
+    assert all(len(c.transcript()) == 4 for c in library)
+    capsys.readouterr()
+    call_command("benchsearch", user="bench", repeat=2, json=True)
+    report = json.loads(capsys.readouterr().out)
+    assert [row["query"] for row in report["rows"]][:2] == ["common word", "rare word"]
+    assert all(row["p95_ms"] >= row["median_ms"] >= 0 for row in report["rows"])

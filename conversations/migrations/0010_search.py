@@ -14,23 +14,27 @@ renumber them, their primary keys being UUIDs).
 
 from django.db import migrations
 
-# (source table, text column): each gets <table>_search (FTS5) and <table>_search_rows (rowid -> id).
-SQLITE_SOURCES = [("conversations_message", "content"), ("conversations_conversation", "title")]
+# (source table, text column, its conversation): each gets <table>_search (FTS5) and <table>_search_rows
+# (rowid -> id and conversation id, so that the conversations with a match are found without reading messages).
+SQLITE_SOURCES = [
+    ("conversations_message", "content", "conversation_id"),
+    ("conversations_conversation", "title", "id"),
+]
 PG_INDEXES = [
     ("msg_content_trgm", "conversations_message", "content"),
     ("conv_title_trgm", "conversations_conversation", "title"),
 ]
 
 
-def sqlite_forward(table: str, column: str) -> list[str]:
+def sqlite_forward(table: str, column: str, conversation: str) -> list[str]:
     fts, rows = f"{table}_search", f"{table}_search_rows"
     return [
-        f"CREATE TABLE {rows} (rowid INTEGER PRIMARY KEY, key char(32) NOT NULL UNIQUE)",
+        f"CREATE TABLE {rows} (rowid INTEGER PRIMARY KEY, key char(32) NOT NULL UNIQUE, conversation char(32) NOT NULL)",
         f"CREATE VIRTUAL TABLE {fts} USING fts5(text, content='', tokenize='trigram case_sensitive 0')",
-        f"INSERT INTO {rows} (key) SELECT id FROM {table}",
+        f"INSERT INTO {rows} (key, conversation) SELECT id, {conversation} FROM {table}",
         f"INSERT INTO {fts} (rowid, text) SELECT r.rowid, t.{column} FROM {rows} r JOIN {table} t ON t.id = r.key",
         f"""CREATE TRIGGER {table}_search_insert AFTER INSERT ON {table} BEGIN
-            INSERT INTO {rows} (key) VALUES (new.id);
+            INSERT INTO {rows} (key, conversation) VALUES (new.id, new.{conversation});
             INSERT INTO {fts} (rowid, text) SELECT rowid, new.{column} FROM {rows} WHERE key = new.id;
         END""",
         # A contentless table forgets a row only when told its old text.
@@ -63,8 +67,8 @@ def forward(apps, schema_editor):
                 f"CREATE INDEX IF NOT EXISTS {name} ON {table} USING gin (UPPER({column}) gin_trgm_ops)"
             )
     elif vendor == "sqlite":
-        for table, column in SQLITE_SOURCES:
-            for statement in sqlite_forward(table, column):
+        for table, column, conversation in SQLITE_SOURCES:
+            for statement in sqlite_forward(table, column, conversation):
                 schema_editor.execute(statement)
 
 
@@ -75,7 +79,7 @@ def backward(apps, schema_editor):
         for name, _table, _column in PG_INDEXES:
             schema_editor.execute(f"DROP INDEX IF EXISTS {name}")
     elif vendor == "sqlite":
-        for table, _column in SQLITE_SOURCES:
+        for table, _column, _conversation in SQLITE_SOURCES:
             for statement in sqlite_backward(table):
                 schema_editor.execute(statement)
 
