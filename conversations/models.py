@@ -10,6 +10,7 @@ model wrote it, with which parameters, how long it took, how it ended.
 from __future__ import annotations
 
 import math
+import re
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
@@ -86,6 +87,19 @@ class ConversationQuerySet(models.QuerySet):
 
 
 SEARCH_INDEXED_CHARS = 3  # trigram indexes need a whole trigram
+
+
+def search_is_indexed(text: str) -> bool:
+    """Whether an index answers a search for ``text`` (else it is a scan, to
+    bound).  SQLite's trigram tokenizer takes every character, so any 3 do;
+    pg_trgm takes trigrams of letters and digits only, so a pattern needs 3 of
+    them in a row (not "!!!", "。。。" or emoji)."""
+    if connection.vendor == "sqlite":
+        return len(text) >= SEARCH_INDEXED_CHARS
+    return _TRIGRAM_WORD.search(text) is not None
+
+
+_TRIGRAM_WORD = re.compile(rf"[^\W_]{{{SEARCH_INDEXED_CHARS}}}")
 
 
 def _indexed_on_sqlite(text: str) -> bool:

@@ -12,14 +12,15 @@ from dataclasses import dataclass
 
 import regex
 
-from conversations.models import SEARCH_INDEXED_CHARS, Conversation, Message
+from conversations.models import Conversation, Message, search_is_indexed
 
 MAX_QUERY_CHARS = 200
 MESSAGE_RESULTS = 50
 TITLE_RESULTS = 10
-# A query too short for the trigram indexes scans text: only in this many of
-# the user's most recently active conversations.
-SHORT_QUERY_CONVERSATIONS = 1000
+# A query the trigram indexes cannot answer (too short; on PostgreSQL, without
+# 3 letters or digits in a row) scans text: only in this many of the user's
+# most recently active conversations.
+SHORT_QUERY_CONVERSATIONS = 500
 SNIPPET_CHARS = 40  # either side of the match
 
 
@@ -48,7 +49,7 @@ class Results:
     query: str
     titles: list[Hit]
     messages: list[Hit]
-    # When the query was too short for the index: how many of the newest conversations were read (else 0).
+    # When no index could answer the query: how many of the newest conversations were read (else 0).
     bounded: int
 
     def __bool__(self) -> bool:
@@ -67,7 +68,7 @@ def search(user, text: str) -> Results:
     if not query:
         return Results(query, [], [], bounded=0)
     own = Conversation.objects.for_user(user)
-    bounded = len(query) < SEARCH_INDEXED_CHARS
+    bounded = not search_is_indexed(query)
     if bounded:
         own = own.filter(pk__in=own.by_activity().values("pk")[:SHORT_QUERY_CONVERSATIONS])
     titles = own.titled(query).by_activity().only("id", "title")[:TITLE_RESULTS]

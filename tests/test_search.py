@@ -5,6 +5,7 @@ PostgreSQL's pg_trgm indexes), with the short-query fallback."""
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
@@ -53,6 +54,18 @@ def test_an_emoji_with_a_skin_tone_is_found_and_another_tone_is_not(alice):
     assert _found(alice, "👋🏽") == ["see you 👋🏽 tomorrow"]
     assert _found(alice, "👋🏿") == []
     assert _found(alice, "you 👋🏽 to") == ["see you 👋🏽 tomorrow"]
+
+
+def test_queries_of_punctuation_or_emoji_alone_are_found(alice):
+    """pg_trgm makes no trigrams of these: PostgreSQL scans the newest conversations instead."""
+    _conversation(alice, "wow!!! 🎉🎉🎉 done。。。")
+    _conversation(alice, "calm. 🎉 once")
+    assert _found(alice, "!!!") == ["wow!!! 🎉🎉🎉 done。。。"]
+    assert _found(alice, "🎉🎉🎉") == ["wow!!! 🎉🎉🎉 done。。。"]
+    assert _found(alice, "。。。") == ["wow!!! 🎉🎉🎉 done。。。"]
+    assert _found(alice, "🎉") == ["calm. 🎉 once", "wow!!! 🎉🎉🎉 done。。。"]
+    results = search(alice, "!!!")
+    assert results.bounded == (0 if connection.vendor == "sqlite" else search_module.SHORT_QUERY_CONVERSATIONS)
 
 
 def test_case_is_ignored_for_ascii_and_for_accented_letters(alice):

@@ -13,6 +13,7 @@ milliseconds with the number of results.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 
@@ -30,6 +31,9 @@ QUERIES = [
     ("Japanese, 3 characters", "ありが"),
     ("emoji", "👋🏽"),
     ("no match", "xylographic"),
+    # The worst cases: no index answers, the newest conversations are scanned.
+    ("2 characters, no match", "zq"),
+    ("punctuation only, no match", "!?!"),
 ]
 
 
@@ -65,7 +69,8 @@ class Command(BaseCommand):
         if options["json"]:
             self.stdout.write(json.dumps({"database": connection.vendor, "rows": rows}, ensure_ascii=False))
             return
-        self.stdout.write(f"database: {connection.vendor}, {options['repeat']} runs each\n")
+        load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+        self.stdout.write(f"database: {connection.vendor}, {options['repeat']} runs each, load average {load}\n")
         self.stdout.write("| query | text | titles | messages | median ms | p95 ms |")
         self.stdout.write("| --- | --- | --- | --- | --- | --- |")
         for row in rows:
