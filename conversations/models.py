@@ -106,19 +106,15 @@ def _indexed_on_sqlite(text: str) -> bool:
     return connection.vendor == "sqlite" and len(text) >= SEARCH_INDEXED_CHARS
 
 
-def _sqlite_matches(table: str, text: str, column: str = "key", conversations=None) -> RawSQL:
+def _sqlite_matches(table: str, text: str, column: str = "key") -> RawSQL:
     """The ids (``key``) or conversation ids of ``table``'s rows containing
     ``text``, from the FTS5 trigram table the 0010 migration keeps (a phrase
-    query: the trigrams in a row, so a substring), optionally only in ``conversations``."""
+    query: the trigrams in a row, so a substring)."""
     sql = (
         f"SELECT r.{column} FROM {table}_search f JOIN {table}_search_rows r ON r.rowid = f.rowid "
         f"WHERE {table}_search MATCH %s"
     )
-    params = [_phrase(text)]
-    if conversations is not None:
-        sql += f" AND r.conversation IN ({', '.join(['%s'] * len(conversations)) or 'NULL'})"
-        params += [Conversation._meta.pk.get_db_prep_value(pk, connection) for pk in conversations]
-    return RawSQL(sql, params)
+    return RawSQL(sql, [_phrase(text)])
 
 
 def _phrase(text: str) -> str:
@@ -126,12 +122,12 @@ def _phrase(text: str) -> str:
     return '"' + text.replace('"', '""') + '"'
 
 
-def _contains(table: str, column: str, text: str, conversations=None) -> Q:
+def _contains(table: str, column: str, text: str) -> Q:
     """``column`` contains ``text``: through the FTS5 trigram table on SQLite,
     else ``icontains`` (UPPER(...) LIKE, which the pg_trgm index on
     UPPER(column) serves on PostgreSQL)."""
     if _indexed_on_sqlite(text):
-        return Q(pk__in=_sqlite_matches(table, text, conversations=conversations))
+        return Q(pk__in=_sqlite_matches(table, text))
     return Q(**{f"{column}__icontains": text})
 
 
@@ -294,18 +290,13 @@ class MessageQuerySet(models.QuerySet):
     def of_owner(self, user) -> MessageQuerySet:
         return self.filter(conversation__owner=user)
 
-    def containing(self, text: str, conversations: list | None = None) -> MessageQuerySet:
+    def containing(self, text: str) -> MessageQuerySet:
         """Messages whose own text contains ``text`` as a substring, whatever
         the script (no word splitting: 你好 is found in 你好世界),
-        case-insensitively as the database folds case.  From 3 characters on
-        an index answers (SQLite: FTS5 trigram; PostgreSQL: pg_trgm); shorter
-        text is a plain scan, which callers should bound.  ``conversations``
-        (a list of ids) keeps to those, inside the index's query on SQLite."""
-        if conversations is None:
-            return self.filter(_contains("conversations_message", "content", text))
-        return self.filter(
-            _contains("conversations_message", "content", text, conversations), conversation__in=conversations
-        )
+        case-insensitively as the database folds case.  When
+        ``search_is_indexed(text)`` an index answers (SQLite: FTS5 trigram;
+        PostgreSQL: pg_trgm); otherwise it is a plain scan, which callers should bound."""
+        return self.filter(_contains("conversations_message", "content", text))
 
     def in_newest_conversations_containing(self, text: str, conversations, limit: int) -> MessageQuerySet:
         """The messages containing ``text`` (as ``containing``) in the
