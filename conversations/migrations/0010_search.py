@@ -67,6 +67,9 @@ def forward(apps, schema_editor):
                 f"CREATE INDEX IF NOT EXISTS {name} ON {table} USING gin (UPPER({column}) gin_trgm_ops)"
             )
     elif vendor == "sqlite":
+        version = schema_editor.connection.Database.sqlite_version_info
+        if version < (3, 34):
+            raise RuntimeError(f"Search needs SQLite 3.34 or later (FTS5's trigram tokenizer); this is {version}.")
         for table, column, conversation in SQLITE_SOURCES:
             for statement in sqlite_forward(table, column, conversation):
                 schema_editor.execute(statement)
