@@ -10,6 +10,7 @@ model wrote it, with which parameters, how long it took, how it ended.
 from __future__ import annotations
 
 import math
+import re
 import secrets
 import uuid
 from collections import defaultdict
@@ -17,8 +18,10 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
 from django.conf import settings
+from django.core.exceptions import EmptyResultSet
 from django.db import connection, models, transaction
 from django.db.models import Case, Count, Exists, OuterRef, Q, Subquery, Sum, TextField, Value, When
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
@@ -65,6 +68,17 @@ class ConversationQuerySet(models.QuerySet):
     def by_activity(self) -> ConversationQuerySet:
         return self.order_by("-updated_at", "-created_at")
 
+    def titled(self, text: str) -> ConversationQuerySet:
+        """Those whose title contains ``text``, case-insensitively (see ``MessageQuerySet.containing``)."""
+        return self.filter(_contains("conversations_conversation", "title", text))
+
+    def with_message_containing(self, text: str) -> ConversationQuerySet:
+        """Those with a message containing ``text`` (see ``MessageQuerySet.containing``)."""
+        if _indexed_on_sqlite(text):
+            # The index's own conversation column: tens of thousands of matches cost no message reads.
+            return self.filter(pk__in=_sqlite_matches("conversations_message", text, "conversation"))
+        return self.filter(Exists(Message.objects.filter(conversation=OuterRef("pk")).containing(text)))
+
     def with_messages(self) -> ConversationQuerySet:
         """Those with at least one message: an empty one is nothing to go back to."""
         return self.filter(Exists(Message.objects.filter(conversation=OuterRef("pk"))))
@@ -90,6 +104,51 @@ class ConversationQuerySet(models.QuerySet):
             flag_count=_per_conversation(Flag, Count("id")),
             open_flag_count=_per_conversation(Flag, Count("id"), Q(resolved=False)),
         )
+
+
+SEARCH_INDEXED_CHARS = 3  # trigram indexes need a whole trigram
+
+
+def search_is_indexed(text: str) -> bool:
+    """Whether an index answers a search for ``text`` (else it is a scan, to
+    bound).  SQLite's trigram tokenizer takes every character, so any 3 do;
+    pg_trgm takes trigrams of letters and digits only, so a pattern needs 3 of
+    them in a row (not "!!!", "。。。" or emoji)."""
+    if connection.vendor == "sqlite":
+        return len(text) >= SEARCH_INDEXED_CHARS
+    return _TRIGRAM_WORD.search(text) is not None
+
+
+_TRIGRAM_WORD = re.compile(rf"[^\W_]{{{SEARCH_INDEXED_CHARS}}}")
+
+
+def _indexed_on_sqlite(text: str) -> bool:
+    return connection.vendor == "sqlite" and len(text) >= SEARCH_INDEXED_CHARS
+
+
+def _sqlite_matches(table: str, text: str, column: str = "key") -> RawSQL:
+    """The ids (``key``) or conversation ids of ``table``'s rows containing
+    ``text``, from the FTS5 trigram table the 0010 migration keeps (a phrase
+    query: the trigrams in a row, so a substring)."""
+    sql = (
+        f"SELECT r.{column} FROM {table}_search f JOIN {table}_search_rows r ON r.rowid = f.rowid "
+        f"WHERE {table}_search MATCH %s"
+    )
+    return RawSQL(sql, [_phrase(text)])
+
+
+def _phrase(text: str) -> str:
+    """An FTS5 phrase query for ``text`` as it is (quotes doubled)."""
+    return '"' + text.replace('"', '""') + '"'
+
+
+def _contains(table: str, column: str, text: str) -> Q:
+    """``column`` contains ``text``: through the FTS5 trigram table on SQLite,
+    else ``icontains`` (UPPER(...) LIKE, which the pg_trgm index on
+    UPPER(column) serves on PostgreSQL)."""
+    if _indexed_on_sqlite(text):
+        return Q(pk__in=_sqlite_matches(table, text))
+    return Q(**{f"{column}__icontains": text})
 
 
 def _per_conversation(model, aggregate, condition: Q | None = None, via: str = "", default: int | None = 0):
@@ -166,9 +225,10 @@ class Conversation(models.Model):
     def display_title(self) -> str:
         return self.title or str(_("New conversation"))
 
-    def transcript(self) -> Transcript:
-        """The message tree in one query, and the branch the user sees."""
-        return Transcript(self.messages.order_by("created_at", "id"))
+    def transcript(self, through: uuid.UUID | None = None) -> Transcript:
+        """The message tree in one query, and the branch the user sees (or the
+        one through message ``through``, see Transcript)."""
+        return Transcript(self.messages.order_by("created_at", "id"), through=through)
 
     def first_message_sets_title(self, text: str) -> bool:
         """Give an untitled conversation its first message's first line as a
@@ -355,6 +415,38 @@ class MessageQuerySet(models.QuerySet):
 
     def of_owner(self, user) -> MessageQuerySet:
         return self.filter(conversation__owner=user)
+
+    def containing(self, text: str) -> MessageQuerySet:
+        """Messages whose own text contains ``text`` as a substring, whatever
+        the script (no word splitting: 你好 is found in 你好世界),
+        case-insensitively as the database folds case.  When
+        ``search_is_indexed(text)`` an index answers (SQLite: FTS5 trigram;
+        PostgreSQL: pg_trgm); otherwise it is a plain scan, which callers should bound."""
+        return self.filter(_contains("conversations_message", "content", text))
+
+    def in_newest_conversations_containing(self, text: str, conversations, limit: int) -> MessageQuerySet:
+        """The messages containing ``text`` (as ``containing``) in the
+        ``limit`` most recently active of ``conversations`` that have one:
+        ordering every match of a common word by its conversation would read
+        them all, so the conversations are chosen first."""
+        if not _indexed_on_sqlite(text):
+            newest = conversations.with_message_containing(text).by_activity().values("pk")[:limit]
+            return self.filter(conversation__in=newest).containing(text)
+        try:
+            scope, params = conversations.values("pk").query.sql_with_params()
+        except EmptyResultSet:
+            return self.none()
+        # One pass over the index, materialised; then only the chosen conversations' rows.
+        table = "conversations_message"
+        sql = (
+            f"WITH hits AS MATERIALIZED (SELECT r.key, r.conversation FROM {table}_search f "
+            f"JOIN {table}_search_rows r ON r.rowid = f.rowid WHERE {table}_search MATCH %s), "
+            "newest AS (SELECT c.id FROM conversations_conversation c "
+            f"WHERE c.id IN ({scope}) AND c.id IN (SELECT conversation FROM hits) "
+            "ORDER BY c.updated_at DESC, c.created_at DESC LIMIT %s) "
+            "SELECT key FROM hits WHERE conversation IN (SELECT id FROM newest)"
+        )
+        return self.filter(pk__in=RawSQL(sql, [_phrase(text), *params, limit]))
 
     def started_since(self, moment) -> MessageQuerySet:
         return self.replies().filter(created_at__gte=moment)
@@ -582,9 +674,16 @@ class Message(models.Model):
         self.completed_at = timezone.now()
 
     def show(self) -> None:
-        """Make this message the one shown among its siblings (a branch switch)."""
+        """Make the branch through this message the one shown: it, and each of
+        its ancestors, becomes the one shown among its siblings (a branch
+        switch; a search result deep in another branch needs the ancestors)."""
+        parents = dict(Message.objects.filter(conversation_id=self.conversation_id).values_list("id", "parent_id"))
+        path, step = [], self.id
+        while step is not None and step not in path:
+            path.append(step)
+            step = parents.get(step)
         self.shown_at = timezone.now()
-        self.save(update_fields=["shown_at"])
+        Message.objects.filter(pk__in=path).update(shown_at=self.shown_at)
 
     def save_finished(self) -> None:
         """The one write at the end of a reply, with what it used added to its
@@ -977,17 +1076,31 @@ class Transcript:
     an edited message replaces the old one on screen while both stay stored,
     and a switch back finds the subtree as it was last seen.  Iterating,
     indexing and ``len`` are over that branch, root first.
+
+    ``through`` (a message id) picks, above that message, the forks leading
+    to it instead, without storing anything (a search result's link);
+    ``diverges`` is then True when that is not the branch stored as shown.
     """
 
-    def __init__(self, messages) -> None:
+    def __init__(self, messages, through: uuid.UUID | None = None) -> None:
         self.messages: list[Message] = sorted(messages, key=lambda m: (m.created_at, str(m.id)))
         self.children: dict[uuid.UUID | None, list[Message]] = defaultdict(list)
+        by_id = {}
         for message in self.messages:
             self.children[message.parent_id].append(message)
+            by_id[message.id] = message
+        path = set()
+        while through in by_id and through not in path:
+            path.add(through)
+            through = by_id[through].parent_id
+        self.diverges = False
         self.branch: list[Message] = []
         step = self.children.get(None)
         while step:
             shown = max(step, key=_shown_order)
+            forced = next((m for m in step if m.id in path), shown)
+            self.diverges = self.diverges or forced is not shown
+            shown = forced
             number = step.index(shown)
             shown.sibling_number, shown.sibling_count = number + 1, len(step)
             shown.previous_sibling = step[number - 1].id if number else None
@@ -1017,6 +1130,16 @@ class Transcript:
     def last_reply(self) -> Message | None:
         """The branch's last message if it is a reply."""
         return self.branch[-1] if self.branch and self.branch[-1].is_assistant else None
+
+    def window_through(self, size: int, message_id: uuid.UUID | None) -> tuple[list[Message], uuid.UUID | None]:
+        """As ``window`` (the newest ``size``), reaching back to ``message_id``
+        and one message before it when it is further up the branch."""
+        shown, before = self.window(size)
+        index = self.index_of(message_id) if message_id else None
+        if index is None or index >= len(self.branch) - len(shown):
+            return shown, before
+        start = max(0, index - 1)
+        return self.branch[start:], self.branch[start].id if start > 0 else None
 
     def window(self, size: int, end: int | None = None) -> tuple[list[Message], uuid.UUID | None]:
         """The ``size`` messages of the branch before index ``end`` (default:

@@ -24,6 +24,7 @@ urlpatterns = [
     path("shares/", views.shares, name="shares"),
     path("shares/<int:share_id>/revoke/", views.revoke_share, name="revoke_share"),
     path("s/<str:token>/", views.shared, name="shared"),
+    path("search/", views.search_page, name="search"),
     path("c/new/", views.new_conversation, name="new_conversation"),
     path("c/<uuid:conversation_id>/", views.conversation, name="conversation"),
     path("c/<uuid:conversation_id>/earlier/", views.earlier, name="earlier"),

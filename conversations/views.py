@@ -24,7 +24,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from conversations import actions, export, imports, providers, temporary, usage
+from conversations import actions, export, imports, providers, search, temporary, usage
 from conversations.forms import (
     ConversationSettingsForm,
     DeleteAccountForm,
@@ -245,10 +245,21 @@ async def new_conversation(request: HttpRequest) -> HttpResponse:
     )
 
 
+def _message_param(request: HttpRequest) -> UUID | None:
+    try:
+        return UUID(request.GET.get("m", ""))
+    except ValueError:
+        return None
+
+
 def _render_detail(request: HttpRequest, conv: Conversation, status: int = 200, **extra) -> HttpResponse:
-    transcript = conv.transcript()
+    # ?m=<message id> (a search result): the branch through that message, down to it at least.
+    through = _message_param(request) if request.method == "GET" else None
+    transcript = conv.transcript(through=through)
     shown, earlier_before = (
-        (list(transcript), None) if request.GET.get("all") else transcript.window(settings.CHAT_PAGE_MESSAGES)
+        (list(transcript), None)
+        if request.GET.get("all")
+        else transcript.window_through(settings.CHAT_PAGE_MESSAGES, through)
     )
     ctx = _page_context(
         request,
@@ -258,6 +269,9 @@ def _render_detail(request: HttpRequest, conv: Conversation, status: int = 200, 
         earlier_before=earlier_before,
         current_model=providers.get_model(conv.model_key),
         settings_form=ConversationSettingsForm(instance=conv),
+        # Another branch than the one stored as shown: sending would continue that one, not this.
+        through=through,
+        other_branch=through if transcript.diverges else None,
         **extra,
     )
     return render(request, "conversations/detail.html", ctx, status=status)
@@ -273,16 +287,19 @@ def earlier(request: HttpRequest, conversation_id: UUID) -> HttpResponse:
     """The messages before ``?before=<message id>``, for htmx as the reader
     scrolls up (without it, the page's link asks for ``?all=1`` instead)."""
     conv = _get_conversation_for_user(request, conversation_id)
-    transcript = conv.transcript()
     try:
         before = UUID(request.GET.get("before", ""))
     except ValueError:
         raise Http404 from None
+    # What comes before a message is its ancestors, whichever branch the page shows.
+    transcript = conv.transcript(through=before)
     end = transcript.index_of(before)
     if end is None:
         raise Http404
     if not request.htmx:
-        return redirect(f"{conv.get_absolute_url()}?all=1#msg-{before}")
+        # The branch shown stays the one the page showed, if that was not the current one.
+        branch = f"&m={before}" if transcript.diverges else ""
+        return redirect(f"{conv.get_absolute_url()}?all=1{branch}#msg-{before}")
     shown, earlier_before = transcript.window(settings.CHAT_PAGE_MESSAGES, end)
     ctx = {"conversation": conv, "transcript": Feedback.attach(shown, request.user), "earlier_before": earlier_before}
     return render(request, "conversations/detail.html#earlier", ctx)
@@ -545,6 +562,19 @@ def feedback(request: HttpRequest, conversation_id: UUID, message_id: UUID) -> H
     if error:
         flash.error(request, error)
     return redirect(f"{conv.get_absolute_url()}#msg-{msg.id}")
+
+
+@require_GET
+def search_page(request: HttpRequest) -> HttpResponse:
+    """``?q=``: titles and message text of the user's own conversations.  For
+    htmx (the sidebar's box, as one types) the results alone, nothing at all
+    for an empty query (the sidebar shows its list again); else a whole page."""
+    results = search.search(request.user, request.GET.get("q", ""))
+    if request.htmx:
+        if not results.query:
+            return HttpResponse("")
+        return render(request, "conversations/_search_results.html", {"results": results})
+    return render(request, "conversations/search.html", _page_context(request, results=results))
 
 
 @require_GET

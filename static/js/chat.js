@@ -41,6 +41,25 @@
     if (event.target.value.trim()) event.target.form.requestSubmit();
   });
 
+  // --- search: Ctrl+K (Cmd+K) focuses the sidebar's box, opening the sidebar
+  // on a narrow screen; Escape there empties it and brings the list back.
+  document.addEventListener("keydown", function (event) {
+    if (event.isComposing || event.keyCode === 229) return;  // an input method is choosing
+    var box = $("#search-q");
+    if (!box) return;
+    if ((event.ctrlKey || event.metaKey) && !event.altKey && (event.key === "k" || event.key === "K")) {
+      event.preventDefault();
+      var toggle = $("#nav-toggle");
+      if (toggle) toggle.checked = true;
+      box.focus();
+      box.select();
+    } else if (event.key === "Escape" && event.target === box && box.value) {
+      event.preventDefault();
+      box.value = "";
+      htmx.trigger(box, "search");
+    }
+  });
+
   // Opening an edit puts the cursor at the end of the message, unless the
   // user is already in the text (toggle fires a task later than the click).
   document.addEventListener("toggle", function (event) {
@@ -214,6 +233,13 @@
     addCodeButtons(document);
     tickWaiting();
     var el = scroller();
-    if (el) el.scrollTop = el.scrollHeight;
+    // A link to one message (a search result: #msg-<id>) opens there, not at the end.
+    var target = location.hash.indexOf("#msg-") === 0 && document.getElementById(location.hash.slice(1));
+    if (el && target && el.contains(target)) {
+      target.scrollIntoView({ block: "center" });
+      pinned = nearBottom(el);
+    } else if (el) {
+      el.scrollTop = el.scrollHeight;
+    }
   });
 })();
