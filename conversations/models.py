@@ -690,9 +690,16 @@ class Message(models.Model):
         owner's usage ledger in the same transaction (so a retried write never
         counts twice)."""
         with transaction.atomic():
-            self.save(update_fields=REPLY_FIELDS)
+            saved = Message.objects.filter(pk=self.pk).update(**{name: getattr(self, name) for name in REPLY_FIELDS})
             if self.run_usage is not None:
-                UsageDay.add(self.model_key, self.run_usage, conversation_id=self.conversation_id)
+                # The owner as the reply knew it, so that a conversation deleted
+                # while its reply was written still counts what it used.
+                if Message.conversation.is_cached(self):
+                    UsageDay.add(self.model_key, self.run_usage, user_id=self.conversation.owner_id)
+                else:
+                    UsageDay.add(self.model_key, self.run_usage, conversation_id=self.conversation_id)
+        if not saved:
+            raise Message.DoesNotExist(f"reply {self.pk} is gone (its conversation was deleted)")
 
     def content_html(self) -> SafeString:
         """The reply's text as sanitised HTML: stored when it ended, else rendered now."""

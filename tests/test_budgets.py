@@ -198,3 +198,15 @@ def test_staff_see_every_users_usage_in_the_admin(alice, charlie, client, django
 def test_a_user_without_staff_cannot_see_the_usage_admin(alice_client):
     response = alice_client.get(reverse("admin:conversations_usageday_changelist"))
     assert response.status_code == 302
+
+
+def test_a_reply_whose_conversation_was_deleted_while_it_was_written_still_counts(alice, conversation):
+    reply = Message.objects.create(
+        conversation=conversation, role="assistant", status="streaming", provider="openai", model="m"
+    )
+    conversation.delete()
+    reply.finish(Message.Status.STOPPED, content="y" * 40, reasoning="")
+    with pytest.raises(Message.DoesNotExist):
+        reply.save_finished()
+    row = UsageDay.objects.get(user=alice)
+    assert (row.calls, row.output_tokens) == (1, 10)

@@ -81,6 +81,8 @@ def test_a_chatgpt_export_imports_with_its_branches_dates_and_models(alice, alic
     assert trip[1] == ("assistant", "[Content of type “tether_browsing_display” was not imported.]")
     assert trip[2] == ("assistant", "It looks like Fushimi Inari in **Kyoto** (京都).")  # the empty reply skipped
     assert not UsageDay.objects.exists()  # no model was called
+    page = alice_client.get(first.get_absolute_url()).content.decode()
+    assert 'id="imported-from"' in page and "Imported from ChatGPT" in page
 
 
 def test_a_claude_export_imports_with_thinking_attachments_and_the_shown_branch(alice, alice_client):
