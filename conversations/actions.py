@@ -286,7 +286,7 @@ async def _launch(turn: _Turn, *, replaces: UUID | None = None, continuation: bo
             await frames.announce(message)
         await frames.broadcast(turn.conversation.id, turn.new_html or running.snapshot_html(replaces=replaces))
         if turn.nav_html:
-            await frames.broadcast_to_user(turn.conversation.owner_id, turn.nav_html)
+            frames.broadcast_to_user_soon(turn.conversation.owner_id, str(turn.conversation.id), turn.nav_html)
     finally:
         running.start()
     return running
