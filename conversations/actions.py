@@ -286,10 +286,20 @@ async def _launch(turn: _Turn, *, replaces: UUID | None = None, continuation: bo
             await frames.announce(message)
         await frames.broadcast(turn.conversation.id, turn.new_html or running.snapshot_html(replaces=replaces))
         if turn.nav_html:
-            frames.broadcast_to_user_soon(turn.conversation.owner_id, str(turn.conversation.id), turn.nav_html)
+            conversation_id = turn.conversation.id
+            frames.broadcast_to_user_soon(
+                turn.conversation.owner_id, str(conversation_id), lambda: _nav_now(conversation_id)
+            )
     finally:
         running.start()
     return running
+
+
+@database_sync_to_async
+def _nav_now(conversation_id: UUID) -> str:
+    """The conversation's sidebar entry moving to the top, as it is now ("" if it is gone)."""
+    conversation = Conversation.objects.filter(pk=conversation_id).first()
+    return frames.nav_moved(conversation) if conversation is not None else ""
 
 
 async def start_reply(conversation_id: UUID, user, text: str) -> Generation:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import logging
 from uuid import UUID
 
 from channels.db import database_sync_to_async
@@ -23,6 +24,8 @@ from django.utils.html import format_html
 
 from conversations.models import Conversation, Feedback, Message, SidebarPage, Transcript
 from conversations.streaming_markdown import StreamingMarkdown, StreamUpdate
+
+logger = logging.getLogger(__name__)
 
 
 def group_name(conversation_id: UUID | str) -> str:
@@ -179,30 +182,43 @@ async def broadcast_to_user(user_id: int, html: str) -> None:
 # frame: a user with N tabs starting N replies at once would otherwise cost N²
 # frames (benchstreams' one user with 60 sockets: p99 53 -> 230 ms at N=60).
 USER_FRAME_GATHER = 0.25  # seconds
-_gathered: dict[tuple[asyncio.AbstractEventLoop, int], dict[str, str]] = {}
+_gathered: dict[tuple[asyncio.AbstractEventLoop, int], dict[str, object]] = {}
 _flushes: set[asyncio.Task] = set()  # strong references until sent
 
 
-def broadcast_to_user_soon(user_id: int, key: str, html: str) -> None:
-    """Send ``html`` to every open socket of the user within USER_FRAME_GATHER,
-    with whatever else was gathered for them meanwhile, in order; a newer
-    fragment with the same ``key`` replaces an older one.  Call on the loop."""
+def broadcast_to_user_soon(user_id: int, key: str, render) -> None:
+    """Within USER_FRAME_GATHER, send every open socket of the user what
+    ``render()`` (a coroutine function) returns then, with whatever else was
+    gathered for them meanwhile, in order; a newer ``render`` with the same
+    ``key`` replaces an older one.  Rendered when sent, not now, so that a
+    rename meanwhile is not undone by an entry drawn before it.  Call on the loop."""
     loop = asyncio.get_running_loop()
     pending = _gathered.get((loop, user_id))
     if pending is not None:
         pending.pop(key, None)
-        pending[key] = html
+        pending[key] = render
         return
-    _gathered[(loop, user_id)] = {key: html}
+    _gathered[(loop, user_id)] = {key: render}
     loop.call_later(USER_FRAME_GATHER, _flush, loop, user_id)
 
 
 def _flush(loop: asyncio.AbstractEventLoop, user_id: int) -> None:
     pending = _gathered.pop((loop, user_id), None)
     if pending:
-        task = loop.create_task(broadcast_to_user(user_id, "".join(pending.values())))
+        task = loop.create_task(_send_gathered(user_id, list(pending.values())))
         _flushes.add(task)
         task.add_done_callback(_flushes.discard)
+
+
+async def _send_gathered(user_id: int, renders: list) -> None:
+    parts = []
+    for render in renders:
+        try:
+            parts.append(await render())
+        except Exception:
+            logger.exception("a sidebar update for user %s could not be drawn", user_id)
+    if any(parts):
+        await broadcast_to_user(user_id, "".join(parts))
 
 
 async def broadcast_delta(conversation_id: UUID, message_id: UUID, seq: int, html: str) -> None:

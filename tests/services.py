@@ -33,7 +33,7 @@ def _poll(condition, what: str, within: float = READY_SECONDS) -> None:
     while not condition():
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} within {within:g} s")
-        time.sleep(0.05)
+        time.sleep(0.05)  # sleep-ok: a bounded poll of a service coming back
 
 
 def _run(*args: str) -> None:

@@ -314,7 +314,7 @@ async def test_a_socket_that_missed_frames_is_shown_the_reply_again_with_no_gap(
     while True:  # polled every 5 ms, bounded: a generation announces no frames to a test
         if running.seq >= lost_after + 3 or time.monotonic() > deadline:
             break
-        await asyncio.sleep(0.005)
+        await asyncio.sleep(0.005)  # sleep-ok: a bounded poll (a generation announces no frames)
     await layer.group_add(group, channel)
     shown += await until_final(communicator)
     await communicator.disconnect()

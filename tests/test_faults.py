@@ -164,7 +164,7 @@ async def test_a_reply_streams_on_through_a_redis_restart(redis_restartable, fau
         before_b = await _until(on_b, has_delta)
         async with _outage(services.redis_down(settings.REDIS_URL)):
             # The fault: Redis away for a moment while frames are being published.
-            await asyncio.sleep(OUTAGE)
+            await asyncio.sleep(OUTAGE)  # sleep-ok: how long the fault lasts
         after_a = await _until(on_a, _is_final)
         after_b = await _until(on_b, _is_final)
 
@@ -217,7 +217,7 @@ async def _reply_once(conversation, done, within: float) -> Message:
         reply = await _reply(conversation)
         if done(reply) or time.monotonic() > deadline:
             return reply
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # sleep-ok: a bounded poll of the database row
 
 
 def _is_ack(frame: str) -> bool:
@@ -286,7 +286,7 @@ async def test_a_reply_completes_when_its_provider_pauses_within_the_read_timeou
         await _until(ws, has_delta)
         os.kill(provider.pid, signal.SIGSTOP)
         try:
-            await asyncio.sleep(OUTAGE)  # the fault: the provider silent, for less than the read timeout
+            await asyncio.sleep(OUTAGE)  # sleep-ok: the fault, the provider silent for less than the read timeout
         finally:
             os.kill(provider.pid, signal.SIGCONT)
         final = (await _until(ws, _is_final))[-1]
