@@ -75,6 +75,14 @@ async def test_regenerate_with_another_model_records_that_model(alice, conversat
     ).model_key == "openai:fake-normal"
 
 
+async def _next_transcript(communicator) -> str:
+    """The next whole-transcript frame (a send's sidebar move, gathered for a moment, may come first)."""
+    while True:
+        frame = await communicator.receive_from(timeout=10)
+        if 'id="transcript"' in frame:
+            return frame
+
+
 async def test_edit_sends_a_new_sibling_and_keeps_the_old_branch(alice, conversation, openai_fake, fake_provider):
     await sync_to_async(openai_fake)(conversation, "fake-normal")
     communicator = await connect(alice, conversation)
@@ -92,7 +100,7 @@ async def test_edit_sends_a_new_sibling_and_keeps_the_old_branch(alice, conversa
 
     # Switching back restores the old message and everything after it.
     await send(communicator, action="switch", message=str(question.id))
-    switched = await communicator.receive_from(timeout=10)
+    switched = await _next_transcript(communicator)
     await communicator.disconnect()
     assert await _branch(conversation) == [
         ("user", "first"),
@@ -115,8 +123,8 @@ async def test_a_switch_is_remembered_for_a_reload_and_other_tabs(alice, alice_c
     await until_final(second_tab)
 
     await send(first_tab, action="switch", message=str(first.id))
-    await first_tab.receive_from(timeout=10)
-    followed = await second_tab.receive_from(timeout=10)
+    await _next_transcript(first_tab)
+    followed = await _next_transcript(second_tab)
     await first_tab.disconnect()
     await second_tab.disconnect()
 
