@@ -52,7 +52,7 @@ class _Turn:
     reply: Message
     history: list[Message]  # what the model is shown, oldest first
     new_html: str = ""  # bubbles to append to the transcript (a new message only)
-    nav_html: str = ""  # the sidebar entry moving to the top, for every tab of the owner's (a new message only)
+    moves_nav: bool = False  # a new message: the sidebar entry moves to the top in every tab of the owner's
     settled: list[Message] = field(default_factory=list)  # a dead worker's replies, now interrupted
 
 
@@ -181,8 +181,8 @@ def _new_turn(conversation_id: UUID, user, text: str, new_model: str | None = No
         reply,
         [*history, question],
         frames.new_bubbles(conversation, question, reply),
-        frames.nav_moved(conversation),
-        settled,
+        moves_nav=True,
+        settled=settled,
     )
 
 
@@ -285,7 +285,7 @@ async def _launch(turn: _Turn, *, replaces: UUID | None = None, continuation: bo
         for message in turn.settled:
             await frames.announce(message)
         await frames.broadcast(turn.conversation.id, turn.new_html or running.snapshot_html(replaces=replaces))
-        if turn.nav_html:
+        if turn.moves_nav:
             conversation_id = turn.conversation.id
             frames.broadcast_to_user_soon(
                 turn.conversation.owner_id, str(conversation_id), lambda: _nav_now(conversation_id)
