@@ -9,9 +9,10 @@ succeeds the reply stays registered, in memory, and its bubble says it is not
 saved yet (``save_final``, ``unsaved()``).
 It is not tied to a socket: closing a tab does not stop it.
 
-The per-process registry maps a conversation to its running generation, so a
-joining socket can take a snapshot (no gap, no repeat) and a second reply is
-refused.  ``conversations.durability`` asks the running generations for their
+The per-process registry maps a conversation to its running generations (one,
+or one per model of a comparison), so a joining socket can take a snapshot of
+each (no gap, no repeat) and a second turn is refused.
+``conversations.durability`` asks the running generations for their
 checkpoints through ``running()`` and ``Generation.checkpoint()``.
 """
 
@@ -50,7 +51,7 @@ LATENESS_SMOOTHING = 0.05  # weight of one pump's lateness in the average
 FINAL_SAVE_FIRST_PAUSE = 0.1
 FINAL_SAVE_MOST_PAUSE = 2.0
 
-_active: dict[UUID, Generation] = {}
+_active: dict[UUID, list[Generation]] = {}  # a comparison's replies: several
 _after: set[asyncio.Task] = set()  # follow-up tasks (a title), referenced until done
 
 
@@ -75,12 +76,21 @@ def frame_window() -> float:
 
 
 def get_active(conversation_id: UUID) -> Generation | None:
-    return _active.get(conversation_id)
+    """A generation of the conversation running in this process (the first of
+    a comparison's), or None: whether a turn of it is under way here."""
+    running = _active.get(conversation_id)
+    return running[0] if running else None
+
+
+def get_all(conversation_id: UUID) -> list[Generation]:
+    """Every generation of the conversation running in this process, in the
+    order they were registered (a comparison's in its models' order)."""
+    return list(_active.get(conversation_id, ()))
 
 
 def running() -> list[Generation]:
     """The generations this process is writing now."""
-    return list(_active.values())
+    return [generation for generations in _active.values() for generation in generations]
 
 
 def follow_ups() -> list[asyncio.Task]:
@@ -90,19 +100,29 @@ def follow_ups() -> list[asyncio.Task]:
 
 def unsaved() -> list[Generation]:
     """The generations whose reply has ended but whose final write has not succeeded yet."""
-    return [running for running in _active.values() if running.unsaved]
+    return [generation for generation in running() if generation.unsaved]
 
 
 def register(generation: Generation) -> None:
-    """Make ``generation`` the conversation's running reply in this process
+    """Add ``generation`` to the conversation's running replies in this process
     (before anything awaits, so a joiner finds it and a second send is refused)."""
-    _active[generation.conversation_id] = generation
+    _active.setdefault(generation.conversation_id, []).append(generation)
+
+
+def _unregister(generation: Generation) -> None:
+    """Remove ``generation`` only: the other replies of a comparison go on."""
+    generations = _active.get(generation.conversation_id, [])
+    if generation in generations:
+        generations.remove(generation)
+    if not generations:
+        _active.pop(generation.conversation_id, None)
 
 
 def stop(conversation_id: UUID) -> bool:
-    """Cancel the conversation's generation in this process; True if one was running."""
-    generation = _active.get(conversation_id)
-    return generation.stop() if generation else False
+    """Cancel every generation of the conversation in this process (all the
+    replies of a comparison); True if one was running."""
+    stopped = [generation.stop() for generation in get_all(conversation_id)]
+    return any(stopped)
 
 
 async def _deleted(message: Message) -> bool:
@@ -458,8 +478,7 @@ class Generation:
         try:
             await self._show_final()
         finally:
-            if _active.get(self.conversation_id) is self:
-                del _active[self.conversation_id]
+            _unregister(self)
             await self._end_control()
             self.done.set()
         message = self.message
