@@ -556,6 +556,10 @@ class Message(models.Model):
     temporary = False  # a temporary chat's message: no row, so nothing to rate, branch or continue
     sibling_number = sibling_count = 1
     previous_sibling = next_sibling = None
+    # A comparison still being compared (see Transcript): on the reply the
+    # branch shows, all its replies, drawn side by side; ``column`` on each.
+    compared: list[Message] | None = None
+    column = False
 
     class Meta:
         verbose_name = _("message")
@@ -594,8 +598,17 @@ class Message(models.Model):
 
     # --- a reply's lifecycle: start (or reopen), checkpoints, finish or interrupt
     @classmethod
-    def start_reply(cls, conversation: Conversation, parent: Message | None, spec) -> Message:
-        """Create the streaming row of a new reply to ``parent`` by model ``spec``."""
+    def start_reply(cls, conversation: Conversation, parent: Message | None, spec, *, comparison: str = "") -> Message:
+        """Create the streaming row of a new reply to ``parent`` by model ``spec``;
+        ``comparison`` names the comparison it is one reply of (see ``comparison``)."""
+        parameters = {
+            "temperature": conversation.temperature,
+            "max_tokens": conversation.max_tokens or spec.max_tokens,
+            "system_prompt": bool(conversation.system_prompt),
+            "streaming": spec.streaming,
+        }
+        if comparison:
+            parameters["comparison"] = comparison
         return cls.objects.create(
             conversation=conversation,
             parent=parent,
@@ -604,13 +617,14 @@ class Message(models.Model):
             heartbeat_at=timezone.now(),
             provider=spec.endpoint_name,
             model=spec.name,
-            parameters={
-                "temperature": conversation.temperature,
-                "max_tokens": conversation.max_tokens or spec.max_tokens,
-                "system_prompt": bool(conversation.system_prompt),
-                "streaming": spec.streaming,
-            },
+            parameters=parameters,
         )
+
+    @property
+    def comparison(self) -> str:
+        """The id of the comparison this reply is one of ("" if none): several
+        models' sibling replies to one message, started together."""
+        return (self.parameters or {}).get("comparison", "") if self.is_assistant else ""
 
     def reopen(self, spec) -> None:
         """Stream this reply again to extend it (Continue): the text grows,
@@ -796,11 +810,13 @@ class Feedback(models.Model):
 
         ``feedback_known`` tells the template so; a bubble rendered without it
         (a websocket frame, which has no user) fetches its rating instead."""
-        ids = [m.id for m in messages if m.is_assistant]
+        # A comparison's other columns are rated too.
+        every = [*messages, *(c for m in messages if m.compared for c in m.compared if c is not m)]
+        ids = [m.id for m in every if m.is_assistant]
         mine = {}
         if ids and user.is_authenticated:
             mine = {f.message_id: f for f in cls.objects.filter(message_id__in=ids, user=user)}
-        for m in messages:
+        for m in every:
             m.user_feedback = mine.get(m.id)
             m.feedback_known = True
         return messages
@@ -1075,6 +1091,15 @@ def _shown_order(message: Message):
     return when, message.created_at, str(message.id)
 
 
+def _undecided_comparison(step: list[Message], shown: Message) -> list[Message]:
+    """The replies of the comparison among siblings ``step``, in creation
+    (model) order, when the one that would be shown is of a comparison and was
+    never switched to: nobody chose from it yet.  Else []."""
+    if not shown.comparison or shown.shown_at is not None:
+        return []
+    return [m for m in step if m.comparison == shown.comparison]
+
+
 class Transcript:
     """A conversation's messages as a tree (``parent``), and the branch shown.
 
@@ -1087,6 +1112,13 @@ class Transcript:
     ``through`` (a message id) picks, above that message, the forks leading
     to it instead, without storing anything (a search result's link);
     ``diverges`` is then True when that is not the branch stored as shown.
+
+    A comparison (several models' replies to one message, started together)
+    nobody has chosen from yet shows its first model's reply on the branch;
+    while those replies end the branch, that reply's ``compared`` lists them
+    all, to be drawn as columns (``column``).  Choosing one is a switch to it
+    ("Continue with this one"); a message sent without choosing continues
+    from the first.
     """
 
     def __init__(self, messages, through: uuid.UUID | None = None) -> None:
@@ -1103,9 +1135,15 @@ class Transcript:
         self.diverges = False
         self.branch: list[Message] = []
         step = self.children.get(None)
+        compared: list[Message] = []
         while step:
             shown = max(step, key=_shown_order)
+            compared = _undecided_comparison(step, shown)
+            if compared:
+                shown = compared[0]
             forced = next((m for m in step if m.id in path), shown)
+            if forced is not shown:
+                compared = []
             self.diverges = self.diverges or forced is not shown
             shown = forced
             number = step.index(shown)
@@ -1116,6 +1154,10 @@ class Transcript:
             step = self.children.get(shown.id)
         if self.branch:
             self.branch[-1].is_tail = True
+            if len(compared) > 1 and compared[0] is self.branch[-1]:
+                for reply in compared:
+                    reply.column, reply.is_tail = True, True
+                self.branch[-1].compared = compared
 
     def __iter__(self):
         return iter(self.branch)
@@ -1137,6 +1179,14 @@ class Transcript:
     def last_reply(self) -> Message | None:
         """The branch's last message if it is a reply."""
         return self.branch[-1] if self.branch and self.branch[-1].is_assistant else None
+
+    @property
+    def last_replies(self) -> list[Message]:
+        """The replies that end the branch: a comparison's columns, else the last reply (or none)."""
+        last = self.last_reply
+        if last is None:
+            return []
+        return list(last.compared) if last.compared else [last]
 
     def window_through(self, size: int, message_id: uuid.UUID | None) -> tuple[list[Message], uuid.UUID | None]:
         """As ``window`` (the newest ``size``), reaching back to ``message_id``
