@@ -1,5 +1,5 @@
 """Every write that must also reach a conversation's open tabs (as Zulip keeps
-its ``actions``): start, retry, continue, stop, and join.
+its ``actions``): start, retry, continue, compare, stop, and join.
 
 Each saves what the user asked for *before* the model is called, broadcasts
 the new bubbles through ``frames`` and hands the reply to a ``Generation``.
@@ -54,6 +54,7 @@ class _Turn:
     new_html: str = ""  # bubbles to append to the transcript (a new message only)
     moves_nav: bool = False  # a new message: the sidebar entry moves to the top in every tab of the owner's
     settled: list[Message] = field(default_factory=list)  # a dead worker's replies, now interrupted
+    compared: list[Message] = field(default_factory=list)  # a comparison's replies, ``reply`` the first
 
 
 def _lock_idle(
@@ -86,16 +87,41 @@ def _lock_idle(
     return conversation, spec, settled
 
 
-def _check_limits(user) -> None:
+def _check_limits(user, replies: int = 1) -> None:
     """Inside the turn's transaction: ReplyRefused, saying when to try again,
     if ``user`` already has the most replies allowed in flight or in the last
-    minute.  The user's row is locked, so two sends of one user in two
-    conversations (or two workers) are counted one after the other."""
+    minute, counting the ``replies`` this turn would start (a comparison's
+    one per model: one too many for a limit is refused up front, whole).
+    The user's row is locked, so two sends of one user in two conversations
+    (or two workers) are counted one after the other."""
     get_user_model().objects.select_for_update().filter(pk=user.pk).exists()
     most = settings.CHAT_MAX_CONCURRENT_REPLIES
     if most:
+        if replies > most:
+            raise ReplyRefused(
+                ngettext(
+                    "A comparison of %(replies)d models writes %(replies)d replies at once, "
+                    "but you may have only %(count)d reply being written. Compare fewer models.",
+                    "A comparison of %(replies)d models writes %(replies)d replies at once, "
+                    "but you may have only %(count)d replies being written. Compare fewer models.",
+                    most,
+                )
+                % {"replies": replies, "count": most}
+            )
         durability.settle_owner(user)
-        if Message.objects.of_owner(user).streaming().count() + temporary.in_flight(user.pk) >= most:
+        in_flight = Message.objects.of_owner(user).streaming().count() + temporary.in_flight(user.pk)
+        if replies > 1 and in_flight and in_flight + replies > most:
+            raise ReplyRefused(
+                ngettext(
+                    "You already have %(count)d reply being written; a comparison of %(replies)d models "
+                    "would go past the %(most)d allowed. Compare when it has finished.",
+                    "You already have %(count)d replies being written; a comparison of %(replies)d models "
+                    "would go past the %(most)d allowed. Compare when they have finished.",
+                    in_flight,
+                )
+                % {"count": in_flight, "replies": replies, "most": most}
+            )
+        if in_flight >= most:
             raise ReplyRefused(
                 ngettext(
                     "You already have %(count)d reply being written, the most allowed. "
@@ -115,8 +141,21 @@ def _check_limits(user) -> None:
             *recent.values_list("created_at", flat=True),
             *(datetime.fromtimestamp(t, tz=UTC) for t in temporary.started_since(user.pk, time.time() - 60)),
         ]
-        if len(starts) >= per_minute:
-            wait = max(1, math.ceil((min(starts) + timedelta(minutes=1) - now).total_seconds()))
+        if replies > per_minute:
+            raise ReplyRefused(
+                ngettext(
+                    "A comparison of %(replies)d models starts %(replies)d replies, "
+                    "more than the %(count)d reply a minute allowed. Compare fewer models.",
+                    "A comparison of %(replies)d models starts %(replies)d replies, "
+                    "more than the %(count)d replies a minute allowed. Compare fewer models.",
+                    per_minute,
+                )
+                % {"replies": replies, "count": per_minute}
+            )
+        if len(starts) + replies > per_minute:
+            # The oldest start that must drop out of the minute for these replies to fit.
+            oldest = sorted(starts)[len(starts) + replies - per_minute - 1]
+            wait = max(1, math.ceil((oldest + timedelta(minutes=1) - now).total_seconds()))
             raise ReplyRefused(
                 ngettext(
                     "That is %(count)d replies in the last minute, the most allowed. Try again in %(seconds)d second.",
@@ -131,8 +170,7 @@ def _check_limits(user) -> None:
 
 
 def _refuse_if_unsaved(conversation_id: UUID) -> None:
-    running = generation.get_active(conversation_id)
-    if running is not None and running.unsaved:
+    if any(running.unsaved for running in generation.get_all(conversation_id)):
         raise ReplyRefused(_("The last reply is not saved yet. Try again in a moment."))
 
 
@@ -176,13 +214,41 @@ def _new_turn(conversation_id: UUID, user, text: str, new_model: str | None = No
         reply = Message.start_reply(conversation, question, spec)
         titled = conversation.first_message_sets_title(text)
         conversation.touch(*(["title", "title_source"] if titled else []))
+    if history and history[-1].compared:
+        # Sent without choosing from a comparison: its columns give way to the first model's reply.
+        shown = frames.transcript(conversation, conversation.transcript())
+    else:
+        shown = frames.new_bubbles(conversation, question, reply)
+    return _Turn(conversation, reply, [*history, question], shown, moves_nav=True, settled=settled)
+
+
+@db.turn
+def _comparison_turn(conversation_id: UUID, user, text: str, model_keys: list[str]) -> _Turn:
+    """One turn, however many models: the user's message and one streaming
+    reply per model, siblings marked as one comparison, the first model's first."""
+    with _turn_transaction(conversation_id, _busy_not_sent()):
+        conversation, _spec, settled = _lock_idle(conversation_id, user, need_model=False)
+        specs = [_offered(key) for key in model_keys]
+        _check_limits(user, replies=len(specs))
+        history = list(conversation.transcript())
+        question = Message.objects.create(
+            conversation=conversation,
+            parent=history[-1] if history else None,
+            role=Message.Role.USER,
+            content=text,
+        )
+        comparison = str(uuid4())
+        replies = [Message.start_reply(conversation, question, spec, comparison=comparison) for spec in specs]
+        titled = conversation.first_message_sets_title(text)
+        conversation.touch(*(["title", "title_source"] if titled else []))
+    for reply in replies:
+        reply.column = True  # its bubbles, final one included, are drawn as a column
+    if history and history[-1].compared:
+        shown = frames.transcript(conversation, conversation.transcript())
+    else:
+        shown = frames.new_comparison(conversation, question, replies)
     return _Turn(
-        conversation,
-        reply,
-        [*history, question],
-        frames.new_bubbles(conversation, question, reply),
-        moves_nav=True,
-        settled=settled,
+        conversation, replies[0], [*history, question], shown, moves_nav=True, settled=settled, compared=replies
     )
 
 
@@ -322,6 +388,38 @@ async def start_conversation(user, model_key: str, text: str) -> Conversation:
     turn = await _new_turn(uuid4(), user, text, new_model=model_key)
     await _launch_new(turn)
     return turn.conversation
+
+
+async def start_comparison(conversation_id: UUID, user, text: str, model_keys: list[str]) -> list[Generation]:
+    """Save ``text`` as the user's message and start one reply to it by each
+    model of ``model_keys`` (two to four distinct offered ones: SendForm),
+    all at once.  It is one turn: refused (nothing saved, ReplyRefused) as
+    ``start_reply`` is, and when the limits cannot take every one of its
+    replies.  Each reply streams, fails or is stopped on its own; Stop stops
+    them all."""
+    await aclose_old_connections()
+    turn = await _comparison_turn(conversation_id, user, text, model_keys)
+    first = turn.conversation.title_source == Conversation.TitleSource.FIRST_LINE and len(turn.history) == 1
+    then = write_title if first and settings.CHAT_TITLE_MODEL != "off" else None
+    runs = []
+    for index, reply in enumerate(turn.compared):
+        spec = providers.get_model(reply.model_key)
+        runs.append(Generation(reply, _request_for(turn, spec, continuation=False), then=None if index else then))
+    for running in runs:  # every one registered before anything awaits
+        generation.register(running)
+    durability.ensure_running()
+    try:
+        for message in turn.settled:
+            await frames.announce(message)
+        await frames.broadcast(turn.conversation.id, turn.new_html)
+        conversation_id = turn.conversation.id
+        frames.broadcast_to_user_soon(
+            turn.conversation.owner_id, str(conversation_id), lambda: _nav_now(conversation_id)
+        )
+    finally:
+        for running in runs:
+            running.start()
+    return runs
 
 
 async def _launch_new(turn: _Turn) -> Generation:
@@ -567,12 +665,12 @@ async def stop(conversation_id: UUID, user) -> None:
 
 @dataclass
 class Joined:
-    """What a socket joining a conversation shows first.
+    """What a socket joining a conversation shows first, for one reply.
 
-    ``html`` is the current reply's bubble (or nothing); frames of reply
-    ``message`` up to ``seq`` are already in it.  ``awaiting`` names a reply
-    being written by another worker, whose snapshot was requested for this
-    socket: its frames are held until the snapshot arrives."""
+    ``html`` is the reply's bubble (or nothing); frames of reply ``message``
+    up to ``seq`` are already in it.  ``awaiting`` names a reply being
+    written by another worker, whose snapshot was requested for this socket:
+    its frames are held until the snapshot arrives."""
 
     html: str = ""
     message: str = ""
@@ -581,33 +679,43 @@ class Joined:
 
 
 @database_sync_to_async
-def _last_reply(conversation_id: UUID, user) -> tuple[Message | None, str, list[Message]]:
-    """The branch's last reply as the database has it, and its bubble with
+def _last_replies(conversation_id: UUID, user) -> tuple[list[tuple[Message, str]], list[Message]]:
+    """The replies that end the branch as the database has them (a
+    comparison's columns, or the last reply), each with its bubble with
     ``user``'s rating, after marking the replies of dead workers interrupted
     (returned too)."""
     settled = durability.settle(conversation_id)
-    reply = Conversation.objects.get(pk=conversation_id).transcript().last_reply
-    if reply is None:
-        return None, "", settled
-    return reply, frames.bubble(Feedback.attach([reply], user)[0]), settled
+    replies = Conversation.objects.get(pk=conversation_id).transcript().last_replies
+    return [(reply, frames.bubble(reply)) for reply in Feedback.attach(replies, user)], settled
 
 
-async def join(conversation_id: UUID, user, channel_name: str) -> Joined:
-    """Join the conversation's current reply with no gap and no repeat: its
-    snapshot at frame ``seq``, then only frames after ``seq`` (the socket is
-    already in the group).  A dead worker's reply is settled and every tab told."""
-    running = generation.get_active(conversation_id)
-    if running is not None:
-        seq, html = running.snapshot()
-        return Joined(html, str(running.message.id), seq)
-    reply, html, settled = await _last_reply(conversation_id, user)
+async def join(conversation_id: UUID, user, channel_name: str) -> list[Joined]:
+    """Join the conversation's current reply, or each reply of a comparison,
+    with no gap and no repeat: its snapshot at frame ``seq``, then only
+    frames after ``seq`` (the socket is already in the group).  A dead
+    worker's reply is settled and every tab told."""
+    running = generation.get_all(conversation_id)
+    if len(running) == 1 and not running[0].message.comparison:
+        seq, html = running[0].snapshot()
+        return [Joined(html, str(running[0].message.id), seq)]
+    replies, settled = await _last_replies(conversation_id, user)
     for message in settled:
         await frames.announce(message)
-    if reply is None:
-        return Joined()
-    joined = Joined(html)  # repairs a stale page
-    if reply.is_streaming and settings.REDIS_URL:
-        joined.awaiting = str(reply.id)
+    # Taken after the read, each on the event loop: consistent with the frames
+    # that follow it (the ones queued meanwhile are dropped as in it).
+    local = {running.message.id: running for running in generation.get_all(conversation_id)}
+    joined, elsewhere = [], False
+    for reply, html in replies:
+        if reply.id in local:
+            seq, html = local[reply.id].snapshot()
+            joined.append(Joined(html, str(reply.id), seq))
+        elif reply.is_streaming and settings.REDIS_URL:
+            joined.append(Joined(html, awaiting=str(reply.id)))  # repairs a stale page meanwhile
+            elsewhere = True
+        else:
+            joined.append(Joined(html))  # repairs a stale page
+    if elsewhere:
+        # Every generation of the conversation answers, each with its own reply's snapshot.
         await frames.request_snapshot(conversation_id, channel_name)
     return joined
 
@@ -690,12 +798,17 @@ async def resync(conversation_id: UUID, message_id: str, channel_name: str) -> J
     """For a socket that missed frames of reply ``message_id`` (the channel
     layer lost them): the reply's snapshot if this process writes it, else
     one requested from the worker that does (``awaiting``).  No database."""
-    running = generation.get_active(conversation_id)
-    if running is not None and str(running.message.id) == message_id:
+    running = _running_reply(conversation_id, message_id)
+    if running is not None:
         seq, html = running.snapshot()
         return Joined(html, message_id, seq)
     await frames.request_snapshot(conversation_id, channel_name)
     return Joined(awaiting=message_id)
+
+
+def _running_reply(conversation_id: UUID, message_id: str) -> Generation | None:
+    """The generation in this process writing reply ``message_id``, if any."""
+    return next((g for g in generation.get_all(conversation_id) if str(g.message.id) == message_id), None)
 
 
 @database_sync_to_async
@@ -712,8 +825,8 @@ async def catch_up(conversation_id: UUID, user, message_id: str, channel_name: s
     (its frames or final bubble may have been lost): the reply's snapshot if
     this process writes it, its bubble if it ended, else a snapshot requested
     from the worker that writes it (``awaiting``)."""
-    running = generation.get_active(conversation_id)
-    if running is not None and str(running.message.id) == message_id:
+    running = _running_reply(conversation_id, message_id)
+    if running is not None:
         seq, html = running.snapshot()
         return Joined(html, message_id, seq)
     streaming, html = await _reply_now(conversation_id, message_id, user)

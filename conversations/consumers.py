@@ -1,7 +1,8 @@
 """The conversation websocket: transport only.
 
 Frames in are JSON objects from htmx-ext-ws (``ws-send`` forms): an
-``action`` (send, stop, retry, continue) and its fields.  Frames out are HTML
+``action`` (send, stop, retry, continue, regenerate, edit, switch) and its
+fields; a send with ``compare`` (two to four model keys) is a comparison.  Frames out are HTML
 fragments, each with an explicit ``hx-swap-oob``.  Everything that writes or
 streams goes through ``conversations.actions``.
 """
@@ -23,7 +24,7 @@ from django.utils.crypto import constant_time_compare
 from django.utils.translation import gettext as _
 
 from conversations import actions, durability, frames
-from conversations.forms import MessageForm
+from conversations.forms import MessageForm, SendForm
 from conversations.models import Conversation
 
 logger = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ CLOSE_NOT_FOUND = 4404
 
 ACTIONS = {"send", "stop", "retry", "continue", "regenerate", "edit", "switch"}
 # What htmx-ext-ws puts in a frame besides our fields.
-ALLOWED_FIELDS = {"action", "text", "message", "model", "csrfmiddlewaretoken", "HEADERS"}
+ALLOWED_FIELDS = {"action", "text", "message", "model", "compare", "csrfmiddlewaretoken", "HEADERS"}
 
 
 @database_sync_to_async
@@ -69,10 +70,10 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         # Per reply, the last frame this socket showed (or its snapshot held):
         # an earlier one is dropped, a later one than the next shows a gap.
         self.shown_seq: dict[str, int] = {}
-        # A reply running in another worker: its frames wait here until that
-        # worker's snapshot arrives, so nothing shows twice or goes missing.
-        self.awaiting_snapshot = ""
-        self.held_frames: list[dict] = []
+        # Replies running in another worker (one, or a comparison's): the
+        # frames of each wait here until that worker's snapshot of it
+        # arrives, so nothing shows twice or goes missing.
+        self.awaiting: dict[str, list[dict]] = {}
         # When this socket last heard of the reply it shows (loop time): one
         # silent for CHAT_STREAM_SILENCE_SECONDS is asked where it stands.
         self.heard_at = asyncio.get_running_loop().time()
@@ -118,13 +119,14 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             await self.channel_layer.group_discard(frames.user_group(self.user.pk), self.channel_name)
 
     async def _send_current_state(self) -> None:
-        joined = await actions.join(self.conversation_id, self.user, self.channel_name)
-        await self._show(joined)
+        for joined in await actions.join(self.conversation_id, self.user, self.channel_name):
+            await self._show(joined)
 
     async def _show(self, joined: actions.Joined) -> None:
         if joined.message:
             self.shown_seq[joined.message] = joined.seq
-        self.awaiting_snapshot = joined.awaiting
+        if joined.awaiting:
+            self.awaiting.setdefault(joined.awaiting, [])
         self.heard_at = asyncio.get_running_loop().time()
         if joined.html:
             await self.send(text_data=joined.html)
@@ -149,7 +151,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
 
     def _watching(self) -> set[str]:
         """The replies this socket shows as being written."""
-        return {*self.shown_seq, self.awaiting_snapshot} - {""}
+        return {*self.shown_seq, *self.awaiting}
 
     # --- frames from the browser -------------------------------------------
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
@@ -210,8 +212,19 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         return None
 
     async def _on_send(self, data: dict) -> None:
-        text = await self._valid_text(data)
-        if text is not None and await self._start(actions.start_reply, text):
+        compare = data.get("compare") or []
+        if isinstance(compare, str):
+            compare = [compare]  # one ticked box comes as a string
+        text = data.get("text")
+        form = SendForm({"text": text if isinstance(text, str) else "", "compare": compare})
+        if not form.is_valid():
+            await self._error(form.first_error())
+            return
+        text, compare = form.cleaned_data["text"], form.cleaned_data["compare"]
+        started = await (
+            self._start(actions.start_comparison, text, compare) if compare else self._start(actions.start_reply, text)
+        )
+        if started:
             await self.send(text_data=frames.composer_ack())
 
     async def _on_stop(self, data: dict) -> None:
@@ -276,8 +289,9 @@ class ConversationConsumer(AsyncWebsocketConsumer):
 
     async def conversation_delta(self, event: dict, *, resynced: bool = False) -> None:
         message, seq = event["message"], event["seq"]
-        if message == self.awaiting_snapshot:
-            self.held_frames.append(event)
+        held = self.awaiting.get(message)
+        if held is not None:
+            held.append(event)
             return
         shown = self.shown_seq.get(message, 0)
         if seq <= shown:
@@ -317,19 +331,18 @@ class ConversationConsumer(AsyncWebsocketConsumer):
                 logger.warning("No news of silent reply %s for a socket: %r", message, exc)
                 continue
             self.shown_seq.pop(message, None)
-            if self.awaiting_snapshot == message:
-                self.awaiting_snapshot, self.held_frames = "", []
+            self.awaiting.pop(message, None)
             await self._show(joined)
 
     async def conversation_snapshot(self, event: dict) -> None:
-        """Another worker's answer to our snapshot request."""
-        if event["message"] != self.awaiting_snapshot:
+        """Another worker's answer to our snapshot request (of one of its
+        replies: each generation of the conversation answers with its own)."""
+        held = self.awaiting.pop(event["message"], None)
+        if held is None:
             return
-        self.awaiting_snapshot = ""
         self.shown_seq[event["message"]] = event["seq"]
         self.heard_at = asyncio.get_running_loop().time()
         await self.send(text_data=event["html"])
-        held, self.held_frames = self.held_frames, []
         for frame in held:
             await self.conversation_delta(frame)
 
@@ -337,8 +350,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         self.heard_at = asyncio.get_running_loop().time()
         if "final" in event:
             self.shown_seq.pop(event["final"], None)
-            if event["final"] == self.awaiting_snapshot:
-                self.awaiting_snapshot, self.held_frames = "", []
+            self.awaiting.pop(event["final"], None)
         await self.send(text_data=event["html"])
 
     # --- dispatch ------------------------------------------------------------
@@ -377,6 +389,9 @@ class TemporaryChatConsumer(ConversationConsumer):
         await self._show(actions.join_temporary(self.chat))
 
     async def _on_send(self, data: dict) -> None:
+        if data.get("compare"):
+            await self._error(_("A temporary chat answers with one model: Compare works in a saved conversation."))
+            return
         text = await self._valid_text(data)
         if text is None:
             return

@@ -82,6 +82,39 @@ class MessageForm(forms.Form):
         return text
 
 
+def _offered_choices() -> list[tuple[str, str]]:
+    from conversations import providers
+
+    return [(spec.key, spec.label) for spec in providers.offered_models()]
+
+
+COMPARE_MOST = 4
+
+
+class SendForm(MessageForm):
+    """A conversation's composer: the message, and the models to compare if
+    any are ticked ("Compare": two to four distinct offered models, each
+    writing its own reply to the message)."""
+
+    compare = forms.MultipleChoiceField(
+        label=_("Compare"),
+        required=False,
+        choices=_offered_choices,
+        error_messages={"invalid_choice": _("That model is not offered here.")},
+    )
+
+    def clean_compare(self) -> list[str]:
+        keys = self.cleaned_data["compare"]
+        if len(set(keys)) != len(keys):
+            raise forms.ValidationError(_("Choose each model to compare only once."))
+        if keys and not 2 <= len(keys) <= COMPARE_MOST:
+            raise forms.ValidationError(_("Choose two to four models to compare."))
+        return keys
+
+    def first_error(self) -> str:
+        return next(iter(self.errors.values()))[0]
+
+
 class StartForm(MessageForm, ModelForm):
     """The home page's composer: the first message and the model it goes to
     (the first offered model when none is given)."""

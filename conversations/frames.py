@@ -5,7 +5,7 @@ reply (Stop, snapshots), ``announce`` for a reply that ended elsewhere, and the
 renderers: ``bubble`` (the one ``_message.html``, as the page, the stream, the
 final swap and admin review draw it), ``stream_frame`` (what one feed of the
 reply's ``StreamingMarkdown`` changed) and its fast path ``delta_html`` beside
-the template it mirrors, ``new_bubbles`` and ``nav_moved``, and the
+the template it mirrors, ``new_bubbles``, ``new_comparison`` and ``nav_moved``, and the
 composer's acknowledgement and error for the socket that sent.
 """
 
@@ -89,6 +89,13 @@ def new_bubbles(conversation: Conversation, *messages: Message, temporary: bool 
     with the title and the sidebar entry brought up to date (a temporary chat
     has neither)."""
     context = {"conversation": conversation, "new_messages": messages, "temporary": temporary}
+    return render_to_string("conversations/_append.html", context)
+
+
+def new_comparison(conversation: Conversation, question: Message, replies: list[Message]) -> str:
+    """As ``new_bubbles``, for a comparison: the user's message, then a
+    column per model, each holding its reply's empty bubble."""
+    context = {"conversation": conversation, "new_messages": [question], "compared": replies}
     return render_to_string("conversations/_append.html", context)
 
 

@@ -34,6 +34,7 @@ from conversations.forms import (
     MessageForm,
     ModelForm,
     RenameForm,
+    SendForm,
     SignupForm,
     StartForm,
 )
@@ -315,19 +316,28 @@ async def _aget_conversation_for_user(request: HttpRequest, conversation_id: UUI
 @require_POST
 async def send(request: HttpRequest, conversation_id: UUID) -> HttpResponse:
     conv, user = await _aget_conversation_for_user(request, conversation_id)
-    form = MessageForm(request.POST)
+    form = SendForm(request.POST)
     error = ""
     if form.is_valid():
+        text, compare = form.cleaned_data["text"], form.cleaned_data["compare"]
         try:
-            await actions.start_reply(conv.id, user, form.cleaned_data["text"])
+            if compare:
+                await actions.start_comparison(conv.id, user, text, compare)
+            else:
+                await actions.start_reply(conv.id, user, text)
         except actions.ReplyRefused as refusal:
             error = refusal.message
     else:
-        error = form.errors["text"][0]
+        error = form.first_error()
     if error:
-        # Nothing typed is lost: the page comes back with the text in place.
+        # Nothing typed is lost: the page comes back with the text (and the models ticked) in place.
         return await sync_to_async(_render_detail)(
-            request, conv, status=409, composer_text=request.POST.get("text", ""), composer_error=error
+            request,
+            conv,
+            status=409,
+            composer_text=request.POST.get("text", ""),
+            composer_error=error,
+            composer_compare=request.POST.getlist("compare"),
         )
     return redirect(conv)
 
