@@ -72,6 +72,17 @@
     }
   }, true);
 
+  // --- Compare: closing it unticks its models, so that what is sent is what is shown
+  function closeCompare() {
+    var compare = $("#compare");
+    if (compare) compare.open = false;
+  }
+  document.addEventListener("toggle", function (event) {
+    var details = event.target;
+    if (!details.matches || !details.matches("details.compare") || details.open) return;
+    details.querySelectorAll("input[name=compare]").forEach(function (box) { box.checked = false; });
+  }, true);
+
   document.addEventListener("input", function (event) {
     if (event.target === composerText()) grow(event.target);
   });
@@ -103,6 +114,7 @@
       delete ack.dataset.sent;
       var textarea = composerText();
       if (textarea) { textarea.value = ""; grow(textarea); textarea.focus(); }
+      closeCompare();  // the next message goes to one model again, unless Compare is opened again
       // Whoever sends wants to see their message and the reply, even from
       // further up the transcript.
       pinned = true;
