@@ -13,8 +13,8 @@ from django.urls import reverse
 from conversations import generation
 from conversations.models import Budget, Conversation, Message, RunUsage, UsageDay
 from devtools.fakeprovider import expected_text
-from devtools.streamview import StreamView, has_delta, is_snapshot
-from tests.wsclient import composer_error, connect, is_final, send, until_final
+from devtools.streamview import has_delta, is_snapshot
+from tests.wsclient import column_view, composer_error, connect, is_final, send, until_final
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
 
@@ -36,20 +36,6 @@ async def _until_finals(communicator, count: int, wait: float = 20.0) -> list[st
         frames.append(await communicator.receive_from(timeout=wait))
         finals += is_final(frames[-1])
     return frames
-
-
-def _column(frames: list[str], reply_id) -> StreamView:
-    """What a tab shows of one column while it streams: its snapshot (if it
-    joined with one), then only the frames of that reply."""
-    view = StreamView()
-    for frame in frames:
-        if is_final(frame):
-            continue
-        if is_snapshot(frame) and f'id="msg-{reply_id}"' in frame:
-            view = StreamView(frame)
-        elif has_delta(frame) and f"#msg-{reply_id}-" in frame:
-            view.apply([frame])
-    return view
 
 
 @database_sync_to_async
@@ -79,7 +65,7 @@ async def test_a_comparison_streams_each_model_into_its_own_column_at_once_and_s
     for reply, model in zip(replies, SLOW, strict=True):
         assert reply.status == "complete" and reply.content == expected_text(model)
         assert reply.input_tokens and reply.output_tokens and reply.duration_ms is not None
-        assert _column(frames, reply.id).text() == expected_text(model)  # no gap, no repeat
+        assert column_view(frames, reply.id).text() == expected_text(model)  # no gap, no repeat
     # The columns came in one frame, each tagged with its model, and grew at the same time.
     new = next(f for f in frames if 'class="comparison"' in f)
     for reply in replies:
@@ -145,7 +131,7 @@ async def test_a_message_sent_without_choosing_goes_on_from_the_first_models_rep
     assert history == ["two answers", expected_text("fake-normal@tokens=5"), "and then"]
 
 
-async def test_one_model_failing_ends_only_its_own_column(alice, conversation, openai_fake):
+async def test_one_model_failing_ends_only_its_owncolumn_view(alice, conversation, openai_fake):
     models = ("fake-error-500", "fake-long@tokens=40,delay=0.005", "fake-midstream-error@tokens=30,delay=0.005")
     keys = await _offer(openai_fake, conversation, *models)
     communicator = await connect(alice, conversation)
@@ -156,23 +142,24 @@ async def test_one_model_failing_ends_only_its_own_column(alice, conversation, o
     failed, done, midway = await _replies(conversation)
     assert failed.status == "error" and "had an internal error" in failed.error and failed.content == ""
     assert done.status == "complete" and done.content == expected_text(models[1])
-    assert midway.status == "error" and midway.content == _column(frames, midway.id).text() != ""
+    assert midway.status == "error" and midway.content == column_view(frames, midway.id).text() != ""
     for reply in (failed, midway):
         final = next(f for f in frames if is_final(f) and f'id="msg-{reply.id}"' in f)
         assert 'class="msg-error" role="alert"' in final and "Continue with this one" in final
     assert not generation.get_all(conversation.id)
 
 
-async def test_stop_stops_every_column(alice, conversation, openai_fake):
+async def test_stop_stops_everycolumn_view(alice, conversation, openai_fake):
     models = [f"fake-long@tokens={n},delay=0.02" for n in (300, 310, 320)]
     keys = await _offer(openai_fake, conversation, *models)
     communicator = await connect(alice, conversation)
     await send(communicator, action="send", text="long answers, please", compare=keys)
-    frames = []
-    replies = []
-    while len(replies) < 3 or not all(any(f"#msg-{r.id}-" in f for f in frames) for r in replies):
+    frames = [await communicator.receive_from(timeout=10)]
+    while 'class="comparison"' not in frames[-1]:  # the columns: their rows are saved by then
         frames.append(await communicator.receive_from(timeout=10))
-        replies = replies or await _replies(conversation)
+    replies = await _replies(conversation)
+    while not all(any(f"#msg-{r.id}-" in f for f in frames) for r in replies):
+        frames.append(await communicator.receive_from(timeout=10))
     assert len(generation.get_all(conversation.id)) == 3
 
     await send(communicator, action="stop")
@@ -219,8 +206,8 @@ async def test_a_socket_joining_mid_comparison_sees_every_column_with_no_gap_and
     snapshots = [f for f in joined if is_snapshot(f)]
     assert len(snapshots) == 3 and all(any(f'id="msg-{r.id}"' in s for s in snapshots) for r in replies)
     for reply, model in zip(replies, models, strict=True):
-        assert _column(joined, reply.id).text() == expected_text(model)
-        assert _column(seen + rest, reply.id).text() == expected_text(model)
+        assert column_view(joined, reply.id).text() == expected_text(model)
+        assert column_view(seen + rest, reply.id).text() == expected_text(model)
 
 
 async def test_a_comparison_of_three_with_a_limit_of_two_replies_is_refused_up_front(

@@ -8,7 +8,7 @@ from channels.testing import WebsocketCommunicator
 from django.test import Client
 
 from chatsite.asgi import application
-from devtools.streamview import StreamView, has_delta
+from devtools.streamview import StreamView, has_delta, is_snapshot
 
 
 @database_sync_to_async
@@ -66,3 +66,18 @@ async def composer_error(communicator) -> str:
         frame = await communicator.receive_from(timeout=10)
         if 'id="composer-error"' in frame and "alert" in frame and "></div>" not in frame:
             return frame
+
+
+def column_view(frames: list[str], reply_id) -> StreamView:
+    """What a tab shows of one reply of a comparison (its column) while it
+    streams: its last snapshot (if it joined with one), then only that reply's
+    frames after it."""
+    view = StreamView()
+    for frame in frames:
+        if is_final(frame):
+            continue
+        if is_snapshot(frame) and f'id="msg-{reply_id}"' in frame:
+            view = StreamView(frame)
+        elif has_delta(frame) and f"#msg-{reply_id}-" in frame:
+            view.apply([frame])
+    return view
