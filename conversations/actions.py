@@ -278,7 +278,7 @@ def _regenerate_turn(conversation_id: UUID, user, message_id: UUID, model_key: s
     # The last reply's bubble is replaced in place; from further up, the rest
     # of the transcript changes too.
     shown = "" if index == len(branch) - 1 else frames.transcript(conversation, now)
-    return _Turn(conversation, reply, branch[:index], shown, settled)
+    return _Turn(conversation, reply, branch[:index], shown, settled=settled)
 
 
 @db.turn
@@ -294,7 +294,7 @@ def _edit_turn(conversation_id: UUID, user, message_id: UUID, text: str) -> _Tur
         reply = Message.start_reply(conversation, question, spec)
         conversation.touch()
     shown = frames.transcript(conversation, conversation.transcript())
-    return _Turn(conversation, reply, [*branch[:index], question], shown, settled)
+    return _Turn(conversation, reply, [*branch[:index], question], shown, settled=settled)
 
 
 @db.turn
