@@ -338,3 +338,70 @@ async def test_charlie_cannot_start_a_comparison_in_alices_conversation(charlie,
     response = await client.post(reverse("send", args=[conversation.id]), {"text": "mine now", "compare": keys})
     assert response.status_code == 404
     assert not await database_sync_to_async(Message.objects.exists)()
+
+
+async def test_a_socket_joining_after_one_column_ended_gets_its_final_bubble_and_the_others_snapshots(
+    alice, conversation, openai_fake
+):
+    models = ("fake-normal@tokens=3", "fake-long@tokens=150,delay=0.01")
+    keys = await _offer(openai_fake, conversation, *models)
+    first = await connect(alice, conversation)
+    await send(first, action="send", text="one quick, one slow", compare=keys)
+    await _until_finals(first, 1)
+    quick, slow = await _replies(conversation)
+    assert len(generation.get_all(conversation.id)) == 1  # the quick one is saved and unregistered
+
+    second = await connect(alice, conversation)
+    joined = await _until_finals(second, 2)
+    await _until_finals(first, 1)
+    await first.disconnect()
+    await second.disconnect()
+
+    assert 'class="comparison-column"' not in joined[0]  # bubbles in place, not new columns
+    assert is_final(joined[0]) and f'id="msg-{quick.id}"' in joined[0] and "Continue with this one" in joined[0]
+    assert is_snapshot(joined[1]) and f'id="msg-{slow.id}"' in joined[1]
+    assert column_view(joined, slow.id).text() == expected_text(models[1])
+
+
+def _compare_rows(conversation, *models) -> tuple[Message, list[Message]]:
+    question = Message.objects.create(conversation=conversation, role="user", content="compare")
+    replies = [
+        Message.objects.create(
+            conversation=conversation,
+            parent=question,
+            role="assistant",
+            content=model,
+            provider="openai",
+            model=model,
+            parameters={"comparison": "c1"},
+        )
+        for model in models
+    ]
+    return question, replies
+
+
+def test_an_undecided_comparison_shows_its_first_reply_and_lists_every_column(conversation):
+    question, replies = _compare_rows(conversation, "a", "b", "c")
+    shown = conversation.transcript()
+    assert [m.id for m in shown] == [question.id, replies[0].id]
+    assert shown[-1].compared == replies and all(r.column for r in shown[-1].compared)
+    assert shown.last_replies == replies
+    assert (shown[-1].sibling_number, shown[-1].sibling_count) == (1, 3)
+
+
+def test_a_reply_switched_to_is_the_branch_and_the_columns_are_gone(conversation):
+    question, replies = _compare_rows(conversation, "a", "b", "c")
+    replies[2].show()
+    shown = conversation.transcript()
+    assert [m.id for m in shown] == [question.id, replies[2].id]
+    assert shown[-1].compared is None and not shown[-1].column
+    assert shown.last_replies == [shown[-1]]
+    assert (shown[-1].sibling_number, shown[-1].previous_sibling) == (3, replies[1].id)
+
+
+def test_a_message_after_an_undecided_comparison_goes_on_from_the_first_reply_without_columns(conversation):
+    _question, replies = _compare_rows(conversation, "a", "b")
+    Message.objects.create(conversation=conversation, parent=replies[0], role="user", content="next")
+    shown = conversation.transcript()
+    assert [m.content for m in shown] == ["compare", "a", "next"]
+    assert shown[1].compared is None and shown.last_replies == []
