@@ -489,6 +489,8 @@ class MessageQuerySet(models.QuerySet):
         interrupted = list(Message.objects.filter(pk__in=ids, status=Message.Status.INTERRUPTED))
         for message in interrupted:
             message.is_tail = True  # nothing can follow a reply while it streams
+            # Nor can anyone choose from a comparison while a reply of it streams: still columns.
+            message.column = bool(message.comparison)
         return interrupted
 
 

@@ -405,3 +405,17 @@ def test_a_message_after_an_undecided_comparison_goes_on_from_the_first_reply_wi
     shown = conversation.transcript()
     assert [m.content for m in shown] == ["compare", "a", "next"]
     assert shown[1].compared is None and shown.last_replies == []
+
+
+async def test_a_dead_workers_comparison_is_settled_as_columns_each_interrupted(alice, conversation):
+    _question, replies = await database_sync_to_async(_compare_rows)(conversation, "a", "b")
+    await database_sync_to_async(Message.objects.filter(pk__in=[r.pk for r in replies]).update)(status="streaming")
+    communicator = await connect(alice, conversation)
+    frames = [await communicator.receive_from(timeout=10) for _ in range(4)]  # announced, then joined
+    await communicator.disconnect()
+
+    assert [r.status for r in await _replies(conversation)] == ["interrupted", "interrupted"]
+    for reply in replies:
+        shown = [f for f in frames if f'id="msg-{reply.id}"' in f]
+        assert len(shown) == 2 and all("status-interrupted" in f and "Continue with this one" in f for f in shown)
+        assert not any("Retry" in f for f in shown)
