@@ -3,12 +3,14 @@ side by side, over the websocket (consumer → actions → the real openai SDK �
 the fake provider over HTTP) and as plain form posts."""
 
 import asyncio
+from datetime import timedelta
 
 import pytest
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from django.test import AsyncClient
 from django.urls import reverse
+from django.utils import timezone
 
 from conversations import generation
 from conversations.models import Budget, Conversation, Message, RunUsage, UsageDay
@@ -409,7 +411,10 @@ def test_a_message_after_an_undecided_comparison_goes_on_from_the_first_reply_wi
 
 async def test_a_dead_workers_comparison_is_settled_as_columns_each_interrupted(alice, conversation):
     _question, replies = await database_sync_to_async(_compare_rows)(conversation, "a", "b")
-    await database_sync_to_async(Message.objects.filter(pk__in=[r.pk for r in replies]).update)(status="streaming")
+    silent = timezone.now() - timedelta(hours=1)  # no worker has vouched for them since: dead on Redis too
+    await database_sync_to_async(Message.objects.filter(pk__in=[r.pk for r in replies]).update)(
+        status="streaming", heartbeat_at=silent
+    )
     communicator = await connect(alice, conversation)
     frames = [await communicator.receive_from(timeout=10) for _ in range(4)]  # announced, then joined
     await communicator.disconnect()
