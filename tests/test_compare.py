@@ -3,16 +3,19 @@ side by side, over the websocket (consumer → actions → the real openai SDK �
 the fake provider over HTTP) and as plain form posts."""
 
 import asyncio
+import time
 from datetime import timedelta
 
 import pytest
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
 from django.test import AsyncClient
 from django.urls import reverse
 from django.utils import timezone
 
-from conversations import generation
+from conversations import frames, generation
 from conversations.models import Budget, Conversation, Message, RunUsage, UsageDay
 from devtools.fakeprovider import expected_text
 from devtools.streamview import has_delta, is_snapshot
@@ -424,3 +427,36 @@ async def test_a_dead_workers_comparison_is_settled_as_columns_each_interrupted(
         shown = [f for f in frames if f'id="msg-{reply.id}"' in f]
         assert len(shown) == 2 and all("status-interrupted" in f and "Continue with this one" in f for f in shown)
         assert not any("Retry" in f for f in shown)
+
+
+@pytest.mark.skipif(bool(settings.REDIS_URL), reason="on Redis, test_faults loses frames in a real restart")
+async def test_a_socket_that_missed_frames_of_every_column_is_shown_each_again_with_no_gap(
+    alice, conversation, openai_fake
+):
+    models = ("fake-long@tokens=120,delay=0.01", "fake-long@tokens=110,delay=0.011")
+    keys = await _offer(openai_fake, conversation, *models)
+    communicator = await connect(alice, conversation)
+    await send(communicator, action="send", text="lose some frames", compare=keys)
+    shown = [await communicator.receive_from(timeout=10)]
+    while 'class="comparison"' not in shown[-1]:
+        shown.append(await communicator.receive_from(timeout=10))
+    replies = await _replies(conversation)
+    while not all(any(f"#msg-{r.id}-" in f for f in shown) for r in replies):
+        shown.append(await communicator.receive_from(timeout=10))
+    layer, group = get_channel_layer(), frames.group_name(conversation.id)
+    (channel,) = layer.groups[group]
+    running = generation.get_all(conversation.id)
+    # Out of the group while three frames of each go out: lost to it, as when Redis restarts.
+    await layer.group_discard(group, channel)
+    lost_after, deadline = [g.seq for g in running], time.monotonic() + 5
+    while True:  # polled every 5 ms, bounded: a generation announces no frames to a test
+        if all(g.seq >= n + 3 for g, n in zip(running, lost_after, strict=True)) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.005)  # sleep-ok: a bounded poll (a generation announces no frames)
+    await layer.group_add(group, channel)
+    shown += await _until_finals(communicator, 2)
+    await communicator.disconnect()
+
+    for reply, model in zip(replies, models, strict=True):
+        assert sum(is_snapshot(f) and f'id="msg-{reply.id}"' in f for f in shown) == 1, "sent again, once"
+        assert column_view(shown, reply.id).text() == expected_text(model)
