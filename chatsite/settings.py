@@ -310,6 +310,9 @@ CHAT_TEMPORARY_IDLE_MINUTES = envfloat("CHAT_TEMPORARY_IDLE_MINUTES", 30.0)
 CHAT_IMPORT_MAX_MB = envint("CHAT_IMPORT_MAX_MB", 50)
 CHAT_IMPORT_MAX_CONVERSATIONS = envint("CHAT_IMPORT_MAX_CONVERSATIONS", 5000)
 CHAT_FRAME_INTERVAL_MS = envint("CHAT_FRAME_INTERVAL_MS", 50)
+# The HTTP API (conversations.api): a run it started keeps its events in
+# memory this long after it ended, so a client reconnecting then gets exact replay.
+CHAT_RUN_REPLAY_SECONDS = envfloat("CHAT_RUN_REPLAY_SECONDS", 60.0)
 # A conversation page shows its newest CHAT_PAGE_MESSAGES messages; earlier
 # ones load as the reader scrolls up (or all at once with ?all=1, without JavaScript).
 CHAT_PAGE_MESSAGES = envint("CHAT_PAGE_MESSAGES", 100)

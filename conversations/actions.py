@@ -86,16 +86,16 @@ def _lock_idle(
     return conversation, spec, settled
 
 
-def _check_limits(user) -> None:
+def _check_limits(user, count: int = 1) -> None:
     """Inside the turn's transaction: ReplyRefused, saying when to try again,
     if ``user`` already has the most replies allowed in flight or in the last
-    minute.  The user's row is locked, so two sends of one user in two
+    minute, or would have more with ``count`` more.  The user's row is locked, so two sends of one user in two
     conversations (or two workers) are counted one after the other."""
     get_user_model().objects.select_for_update().filter(pk=user.pk).exists()
     most = settings.CHAT_MAX_CONCURRENT_REPLIES
     if most:
         durability.settle_owner(user)
-        if Message.objects.of_owner(user).streaming().count() + temporary.in_flight(user.pk) >= most:
+        if Message.objects.of_owner(user).streaming().count() + temporary.in_flight(user.pk) + count > most:
             raise ReplyRefused(
                 ngettext(
                     "You already have %(count)d reply being written, the most allowed. "
@@ -115,7 +115,7 @@ def _check_limits(user) -> None:
             *recent.values_list("created_at", flat=True),
             *(datetime.fromtimestamp(t, tz=UTC) for t in temporary.started_since(user.pk, time.time() - 60)),
         ]
-        if len(starts) >= per_minute:
+        if len(starts) + count > per_minute:
             wait = max(1, math.ceil((min(starts) + timedelta(minutes=1) - now).total_seconds()))
             raise ReplyRefused(
                 ngettext(
@@ -184,6 +184,38 @@ def _new_turn(conversation_id: UUID, user, text: str, new_model: str | None = No
         moves_nav=True,
         settled=settled,
     )
+
+
+@db.turn
+def _recorded_turn(user, model_key: str, history: list[ChatMessage], system: str) -> _Turn:
+    """A new conversation holding ``history`` (its last message the user's
+    question) and the streaming reply to it, in one transaction."""
+    with _turn_transaction(uuid4(), _busy_not_sent()):
+        conversation = Conversation.objects.create(owner=user, model_key=model_key, system_prompt=system)
+        conversation, spec, settled = _lock_idle(conversation.id, user)
+        parent = None
+        for said in history:
+            parent = Message.objects.create(
+                conversation=conversation,
+                parent=parent,
+                role=said.role,
+                content=said.content,
+                status=Message.Status.COMPLETE,
+            )
+        reply = Message.start_reply(conversation, parent, spec)
+        titled = conversation.first_message_sets_title(history[-1].content)
+        conversation.touch(*(["title", "title_source"] if titled else []))
+        shown = list(conversation.transcript())[:-1]
+    return _Turn(conversation, reply, shown, moves_nav=True, settled=settled)
+
+
+async def start_recorded(user, model_key: str, history: list[ChatMessage], system: str = "", **run) -> Generation:
+    """A new conversation of ``user``'s, recorded from a script's call (the
+    OpenAI-compatible API with ``store``): ``history`` (user and assistant
+    messages, the last one the user's) is saved as its transcript and the
+    reply to it is started.  ReplyRefused (nothing saved) as for ``start_reply``."""
+    await aclose_old_connections()
+    return await _launch(await _recorded_turn(user, model_key, history, system), **run)
 
 
 def _offered(model_key: str) -> ModelSpec:
@@ -276,9 +308,18 @@ def _request_for(turn: _Turn, spec: ModelSpec, *, continuation: bool) -> ChatReq
     )
 
 
-async def _launch(turn: _Turn, *, replaces: UUID | None = None, continuation: bool = False, then=None) -> Generation:
+async def _launch(
+    turn: _Turn, *, replaces: UUID | None = None, continuation: bool = False, then=None, tags=(), metadata=None
+) -> Generation:
     spec = providers.get_model(turn.reply.model_key)
-    running = Generation(turn.reply, _request_for(turn, spec, continuation=continuation), then=then)
+    running = Generation(
+        turn.reply,
+        _request_for(turn, spec, continuation=continuation),
+        then=then,
+        tags=tags,
+        metadata=metadata,
+        owner_id=turn.conversation.owner_id,
+    )
     generation.register(running)
     durability.ensure_running()
     try:
@@ -302,8 +343,9 @@ def _nav_now(conversation_id: UUID) -> str:
     return frames.nav_moved(conversation) if conversation is not None else ""
 
 
-async def start_reply(conversation_id: UUID, user, text: str) -> Generation:
-    """Save ``text`` as the user's message and start the reply to it.
+async def start_reply(conversation_id: UUID, user, text: str, *, tags=(), metadata=None) -> Generation:
+    """Save ``text`` as the user's message and start the reply to it
+    (``tags`` and ``metadata`` go out with the run's API events).
 
     Raises ReplyRefused (nothing saved) when a reply is already being written
     (or the last one is not saved yet), the conversation has no model, a limit
@@ -311,7 +353,7 @@ async def start_reply(conversation_id: UUID, user, text: str) -> Generation:
     conversation ``user`` does not own.  ``text`` is valid (MessageForm).
     """
     await aclose_old_connections()
-    return await _launch_new(await _new_turn(conversation_id, user, text))
+    return await _launch_new(await _new_turn(conversation_id, user, text), tags=tags, metadata=metadata)
 
 
 async def start_conversation(user, model_key: str, text: str) -> Conversation:
@@ -324,9 +366,9 @@ async def start_conversation(user, model_key: str, text: str) -> Conversation:
     return turn.conversation
 
 
-async def _launch_new(turn: _Turn) -> Generation:
+async def _launch_new(turn: _Turn, **run) -> Generation:
     first = turn.conversation.title_source == Conversation.TitleSource.FIRST_LINE and len(turn.history) == 1
-    return await _launch(turn, then=write_title if first and settings.CHAT_TITLE_MODEL != "off" else None)
+    return await _launch(turn, then=write_title if first and settings.CHAT_TITLE_MODEL != "off" else None, **run)
 
 
 async def regenerate_reply(conversation_id: UUID, user, message_id: UUID, model_key: str = "") -> Generation:
@@ -658,6 +700,74 @@ async def start_temporary_reply(chat: temporary.TemporaryChat, user, text: str) 
     finally:
         running.start()
     return running
+
+
+# --- stateless runs (the API's): nothing written, see conversations.runs ------
+@dataclass
+class StatelessRun:
+    """One model call of a stateless run: its model and messages, oldest first."""
+
+    model_key: str
+    messages: list[ChatMessage]
+    system: str = ""
+    temperature: float | None = None
+    max_tokens: int | None = None
+    tags: tuple[str, ...] = ()
+    metadata: dict = field(default_factory=dict)
+
+
+@db.turn
+def _check_stateless(user, count: int) -> None:
+    with _turn_transaction(uuid4()):  # the user's row locked while counting, as for any reply
+        _check_limits(user, count)
+
+
+async def start_stateless(user, runs: list[StatelessRun]) -> list[Generation]:
+    """Start each model call of ``runs`` at once, in memory only: no
+    conversation, no message row, nothing written (what they use is counted
+    for the limits and budgets in this process, as a temporary chat's is).
+    ReplyRefused, nothing started, when a model is not offered or the limits
+    or budgets do not allow them all."""
+    specs = [_offered(run.model_key) for run in runs]
+    await _check_stateless(user, len(runs))
+    started = []
+    for run, spec in zip(runs, specs, strict=True):
+        reply = Message(
+            role=Message.Role.ASSISTANT,
+            status=Message.Status.STREAMING,
+            provider=spec.endpoint_name,
+            model=spec.name,
+            created_at=timezone.now(),
+            parameters={
+                "max_tokens": run.max_tokens or spec.max_tokens,
+                "streaming": spec.streaming,
+                "stateless": True,
+            },
+        )
+        reply.conversation_id = reply.id  # keyed by itself: it belongs to no conversation
+        reply.temporary = True
+        reply.user_feedback, reply.feedback_known = None, True
+        request = ChatRequest(
+            model=spec,
+            messages=run.messages,
+            system=run.system,
+            temperature=run.temperature,
+            max_tokens=min(run.max_tokens, spec.max_tokens_allowed()) if run.max_tokens else None,
+        )
+        running = Generation(
+            reply,
+            request,
+            keep=lambda m, owner=user.pk: temporary.run_used(owner, m),
+            tags=run.tags,
+            metadata=run.metadata,
+            owner_id=user.pk,
+        )
+        generation.register(running)
+        temporary.reply_started(user.pk)
+        running.start()
+        started.append(running)
+    durability.ensure_running()
+    return started
 
 
 def stop_temporary(chat: temporary.TemporaryChat) -> None:
