@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.exceptions import EmptyResultSet
 from django.db import connection, models, transaction
 from django.db.models import Case, Count, Exists, OuterRef, Q, Subquery, Sum, TextField, Value, When
@@ -1346,8 +1347,7 @@ class ApiKey(models.Model):
         with transaction.atomic():
             if most:
                 # The user's row locked, so that two requests at once cannot both take the last place.
-                user_model = type(user)
-                list(user_model._default_manager.select_for_update().filter(pk=user.pk).values_list("pk"))
+                list(get_user_model().objects.select_for_update().filter(pk=user.pk).values_list("pk"))
                 if cls.objects.filter(owner=user, revoked_at__isnull=True).count() >= most:
                     raise cls.LimitReached(
                         ngettext(
