@@ -1269,6 +1269,17 @@ API_KEY_MAX_CHARS = 200  # a longer bearer token is no key of ours, and is not h
 API_KEY_TOUCH_EVERY = timedelta(seconds=60)
 
 
+class RawApiKey(str):
+    """A key as issued: a string whose repr shows only its prefix, so that an
+    error report's locals, a template context or a stray ``%r`` in a log never
+    print the key itself."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"<API key {self[:API_KEY_SHOWN_CHARS]}…>"
+
+
 def api_key_digest(raw: str) -> str:
     """SHA-256 hex of the whole key.  A fast hash is right: a key is 32 random
     bytes, so there is nothing to guess from its digest, unlike a password."""
@@ -1337,12 +1348,11 @@ class ApiKey(models.Model):
         return self.revoked_at is None
 
     @classmethod
-    @sensitive_variables("raw")
-    def issue(cls, user, name: str) -> tuple[ApiKey, str]:
+    def issue(cls, user, name: str) -> tuple[ApiKey, RawApiKey]:
         """A new key for ``user``: the row (which keeps no secret) and the key
         itself, to show once and never again.  Raises ``ApiKey.LimitReached``
         when the user already has CHAT_MAX_API_KEYS keys in use (0: no limit)."""
-        raw = API_KEY_PREFIX + secrets.token_urlsafe(32)
+        raw = RawApiKey(API_KEY_PREFIX + secrets.token_urlsafe(32))
         most = settings.CHAT_MAX_API_KEYS
         with transaction.atomic():
             if most:

@@ -23,7 +23,6 @@ from django.utils.http import content_disposition_header, url_has_allowed_host_a
 from django.utils.text import slugify
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
-from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from conversations import actions, export, imports, providers, search, temporary, usage
@@ -127,9 +126,9 @@ def _get_key_for_user(request: HttpRequest, key_id: int) -> ApiKey:
 
 # The new key is shown in this POST's own response and nowhere else: no
 # redirect, so it never passes through the session or a URL.  The page is
-# private and no-store (PrivateNoStoreMiddleware), so no cache keeps it.
+# private and no-store (PrivateNoStoreMiddleware), so no cache keeps it; the
+# key's repr shows only its prefix (RawApiKey), so no error report does.
 @require_POST
-@sensitive_variables("secret")
 def create_api_key(request: HttpRequest) -> HttpResponse:
     form = ApiKeyForm(request.POST)
     if not form.is_valid():

@@ -112,6 +112,32 @@ def test_the_key_stays_out_of_the_logs(alice_client, caplog):
     assert raw not in caplog.text
 
 
+def test_an_error_report_hides_the_new_key(alice_client, monkeypatch):
+    """A 500 after the key was made (mailed to ADMINS, or shown with DEBUG) shows no local holding it."""
+    from django.views.debug import ExceptionReporter
+
+    from conversations import views
+
+    made = []
+    issue = ApiKey.issue
+
+    def remembered(user, name):
+        key, raw = issue(user, name)
+        made.append(raw)
+        return key, raw
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the page broke")
+
+    monkeypatch.setattr(ApiKey, "issue", remembered)
+    monkeypatch.setattr(views, "_render_settings", broken)
+    with pytest.raises(RuntimeError) as failed:
+        alice_client.post(CREATE, {"name": "laptop script"})
+    report = ExceptionReporter(None, failed.type, failed.value, failed.tb).get_traceback_html()
+    assert "create_api_key" in report and made and made[0] not in report
+    assert f"&lt;API key {made[0][:13]}…&gt;" in report  # the locals are there, as the prefix
+
+
 # --- The limit -------------------------------------------------------------------
 
 
