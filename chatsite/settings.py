@@ -322,6 +322,9 @@ CHAT_PAGE_MESSAGES = envint("CHAT_PAGE_MESSAGES", 100)
 CHAT_SHARING = os.environ.get("CHAT_SHARING", "off").strip().lower()
 if CHAT_SHARING not in ("off", "users", "links"):
     raise ImproperlyConfigured(f"CHAT_SHARING must be off, users or links, not {CHAT_SHARING!r}")
+# The most API keys in use (not revoked) one user may have, made on the
+# settings page (conversations.models.ApiKey); 0 for no limit.
+CHAT_MAX_API_KEYS = envint("CHAT_MAX_API_KEYS", 20)
 CHAT_DEMO_TOKEN_DELAY_MS = envint("CHAT_DEMO_TOKEN_DELAY_MS", 30)
 # CHAT_TITLE_MODEL: the model ("endpoint:model") that writes a conversation's
 # title after its first reply; empty: the conversation's own model; "off":
