@@ -203,7 +203,7 @@ def _recorded_turn(user, model_key: str, history: list[ChatMessage], system: str
                 status=Message.Status.COMPLETE,
             )
         reply = Message.start_reply(conversation, parent, spec)
-        titled = conversation.first_message_sets_title(history[-1].content)
+        titled = conversation.first_message_sets_title(next(m.content for m in history if m.role == "user"))
         conversation.touch(*(["title", "title_source"] if titled else []))
         shown = list(conversation.transcript())[:-1]
     return _Turn(conversation, reply, shown, moves_nav=True, settled=settled)

@@ -24,14 +24,14 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.http import HttpRequest
 from django.utils.translation import gettext as _
-from ninja import Field, NinjaAPI, Schema
+from ninja import Field, NinjaAPI, Query, Schema, Status
 from ninja.errors import ValidationError as NinjaValidationError
 from ninja.security import HttpBearer
 
 from conversations import actions, providers, runs
 from conversations.eventstream import sse, sse_response
 from conversations.generation import Generation, reply_result
-from conversations.models import Conversation, Message
+from conversations.models import ApiKey, Conversation, Message
 from conversations.providers.base import ChatMessage
 
 logger = logging.getLogger(__name__)
@@ -47,8 +47,6 @@ class ApiKeyAuth(HttpBearer):
     """``Authorization: Bearer <key>``: the key's owner, or nobody."""
 
     def authenticate(self, request: HttpRequest, token: str):
-        from conversations.models import ApiKey
-
         key = ApiKey.authenticate(token)
         if key is None:
             return None
@@ -325,7 +323,7 @@ def create_conversation(request, body: ConversationIn):
         title_source=Conversation.TitleSource.USER if body.title else "",
         system_prompt=body.system_prompt,
     )
-    return 201, _conversation_out(conversation)
+    return Status(201, _conversation_out(conversation))
 
 
 @api.get("/conversations", response=list[ConversationOut], summary="List conversations, newest activity first")
@@ -352,7 +350,7 @@ def read_conversation(request, conversation_id: UUID):
 def delete_conversation(request, conversation_id: UUID):
     if not actions.delete_conversations(request.auth, [conversation_id]):
         raise Conversation.DoesNotExist
-    return 204, None
+    return Status(204, None)
 
 
 # --- runs -------------------------------------------------------------------------
@@ -417,8 +415,10 @@ async def join_run(request, run_id: UUID, after: int = 0, stream_mode: str = "ev
 
 
 @api.get("/runs/events/batch", summary="Join several runs at once (a batch): ids are one position per run")
-async def join_batch(request, runs_: str = Field(..., alias="runs"), stream_mode: str = "events"):
-    run_ids = [UUID(part) for part in runs_.split(",") if part][:MAX_RUNS_PER_BATCH]
+async def join_batch(
+    request, runs: str = Query(..., description="the runs' ids, comma-separated"), stream_mode: str = "events"
+):
+    run_ids = [UUID(part) for part in runs.split(",") if part][:MAX_RUNS_PER_BATCH]
     position = _last_event_id(request, None)
     try:
         after = [int(part) for part in position.split(".")] if position else [0] * len(run_ids)
@@ -438,7 +438,7 @@ async def cancel_run(request, run_id: UUID):
     elif running.owner_id != request.auth.pk:
         raise runs.RunNotFound
     await _cancel([run_id], request.auth)
-    return 202, None
+    return Status(202, None)
 
 
 async def _stream_batch(run_ids, user, after: list[int], options: RunOptions) -> AsyncIterator[str]:

@@ -59,7 +59,7 @@ async def test_a_streamed_run_sends_typed_numbered_events_and_is_stored(api_serv
     assert text_of(got) == REPLY
     assert got[-2].data["data"] == {"reason": "stop"}
     assert got[-1].data["data"]["reply"]["content"] == REPLY
-    reply = await database_sync_to_async(Message.objects.get)(pk=run_id)
+    reply = await database_sync_to_async(Message.objects.select_related("parent").get)(pk=run_id)
     assert reply.content == REPLY and reply.status == "complete" and reply.parent.content == "Hello"
 
 
