@@ -20,7 +20,6 @@ from collections.abc import AsyncIterator
 from typing import Literal
 from uuid import UUID
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.http import HttpRequest
 from django.utils.translation import gettext as _
@@ -206,7 +205,7 @@ async def _stream_run(
     run_id, user, after: int, modes: list[str], on_disconnect: str = "continue"
 ) -> AsyncIterator[str]:
     shown = _Shown(modes)
-    finished = False
+    finished, position = False, after
     try:
         async for batch in runs.listen(run_id, user, 0 if shown.needs_start else after):
             events, values = shown.pick(batch, after)
@@ -214,27 +213,36 @@ async def _stream_run(
             if values is not None:
                 chunk += sse(values)
             if chunk:
+                position = max(position, batch[-1]["id"])
                 yield chunk
+        finished = True
+    except Exception as exc:
+        if position == after and isinstance(exc, runs.RunNotFound):
+            raise  # nothing sent yet: a 404
+        # The stream has begun: it ends with an error event instead of breaking off.
+        logger.exception("the events of run %s broke off", run_id)
+        yield sse(_broken(run_id, position + 1))
         finished = True
     finally:
         if not finished and on_disconnect == "cancel":
             await _cancel([run_id], user)
 
 
+def _broken(run_id, number: int) -> dict:
+    return {
+        "id": number,
+        "event": "error",
+        "run_id": str(run_id),
+        "model": "",
+        "tags": [],
+        "data": {"kind": "internal", "message": _("The run's events could not be read. Join it again.")},
+    }
+
+
 async def _cancel(run_ids, user) -> None:
     for run_id in run_ids:
-        running = runs.local(run_id)
-        if running is not None and running.owner_id == user.pk:
-            running.stop()
-        elif running is None:
-            with contextlib.suppress(Exception):
-                conversation_id = await _conversation_of(run_id, user)
-                await actions.stop(conversation_id, user)
-
-
-@database_sync_to_async
-def _conversation_of(run_id, user) -> UUID:
-    return Message.objects.of_owner(user).values_list("conversation_id", flat=True).get(pk=run_id)
+        with contextlib.suppress(Exception):
+            await runs.stop(run_id, user)
 
 
 async def _first_events(stream: AsyncIterator[str]) -> AsyncIterator[str]:
@@ -432,12 +440,7 @@ async def join_batch(
 
 @api.post("/runs/{run_id}/cancel", response={202: None}, summary="Stop a run, wherever it is being written")
 async def cancel_run(request, run_id: UUID):
-    running = runs.local(run_id)
-    if running is None:
-        await _conversation_of(run_id, request.auth)  # 404 unless the user's
-    elif running.owner_id != request.auth.pk:
-        raise runs.RunNotFound
-    await _cancel([run_id], request.auth)
+    await runs.stop(run_id, request.auth)
     return Status(202, None)
 
 
@@ -466,7 +469,10 @@ async def _stream_batch(run_ids, user, after: list[int], options: RunOptions) ->
                 open_runs -= 1
                 continue
             if isinstance(batch_, Exception):
-                raise batch_
+                # One run's events could not be read (not the user's, lost): the others go on.
+                broken = _broken(run_ids[index], positions[index] + 1)
+                yield sse(broken, ".".join(map(str, positions)))
+                continue
             events, values = shown.pick(batch_, after[index])
             chunk = []
             for event in events:

@@ -291,6 +291,13 @@ async def request_run_events(control: UUID | str, run_id: UUID | str, after: int
     )
 
 
+async def request_run_stop(control: UUID | str, run_id: UUID | str, user_id: int) -> None:
+    """Ask the worker running run ``run_id`` of ``user_id``'s to stop it (``control`` as for ``request_run_events``)."""
+    await get_channel_layer().group_send(
+        control_group(control), {"type": "run.stop_request", "run": str(run_id), "user": user_id}
+    )
+
+
 async def send_run_events(to: str, events: list[dict], *, group: bool = False, missing: bool = False) -> None:
     """Send run events (``Generation.run_events``) to one channel, or to a group;
     ``missing``: the run is not the asker's."""

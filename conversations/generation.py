@@ -260,6 +260,9 @@ class Generation:
                     return
                 if request["type"] == "conversation.stop":
                     self.stop()
+                elif request["type"] == "run.stop_request":
+                    if request["run"] == str(self.message.id) and request["user"] == self.owner_id:
+                        self.stop()
                 elif request["type"] == "run.events_request":
                     await self._answer_events_request(request)
                 elif request["type"] == "conversation.snapshot_request":

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from typing import Literal
 
@@ -25,6 +26,8 @@ from conversations.api import ApiKeyAuth, open_urls
 from conversations.eventstream import sse_data, sse_response
 from conversations.generation import reply_result
 from conversations.providers.base import ChatMessage
+
+logger = logging.getLogger(__name__)
 
 api = NinjaAPI(
     title="chatsite OpenAI-compatible API",
@@ -208,6 +211,11 @@ async def _chunks(run_id, user, head: dict, include_usage: bool, *, cancel: bool
                     parts.append(sse_data("[DONE]"))
             if parts:
                 yield "".join(parts)
+        finished = True
+    except Exception:
+        logger.exception("the chunks of completion %s broke off", run_id)
+        yield sse_data({"error": {"message": _("The reply could not be read."), "type": "api_error", "code": None}})
+        yield sse_data("[DONE]")
         finished = True
     finally:
         if not finished and cancel:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -39,7 +40,7 @@ logger = logging.getLogger(__name__)
 RECENT_MOST = 500  # ended runs kept for replay, at most
 ANSWER_WAIT = 3.0  # s: how long the worker running a run has to answer a joiner
 
-_recent: OrderedDict[str, tuple[float, Generation]] = OrderedDict()  # run id -> (ended at, run)
+_recent: OrderedDict[str, list] = OrderedDict()  # run id -> [when it ended (inf: running), the run]
 _kept: set[asyncio.Task] = set()
 
 
@@ -51,10 +52,14 @@ def keep(running: Generation) -> None:
     """Keep ``running``'s events for CHAT_RUN_REPLAY_SECONDS after it ends, so
     that a client reconnecting just after the end still gets exact replay."""
 
+    # Kept from now, not from its end: a run that ends at once (an error) is
+    # still found by the client that asks for its events next.
+    entry = _recent[str(running.message.id)] = [math.inf, running]
+    _forget_old()
+
     async def kept() -> None:
         await running.done.wait()
-        _recent[str(running.message.id)] = (time.monotonic(), running)
-        _forget_old()
+        entry[0] = time.monotonic()
 
     task = asyncio.get_running_loop().create_task(kept())
     _kept.add(task)
@@ -63,19 +68,21 @@ def keep(running: Generation) -> None:
 
 def _forget_old() -> None:
     oldest = time.monotonic() - settings.CHAT_RUN_REPLAY_SECONDS
-    while _recent and (len(_recent) > RECENT_MOST or next(iter(_recent.values()))[0] < oldest):
-        _recent.popitem(last=False)
+    for key, (ended, _running) in list(_recent.items()):
+        if ended < oldest or (len(_recent) > RECENT_MOST and ended < math.inf):
+            del _recent[key]
 
 
 def local(run_id: UUID | str) -> Generation | None:
     """The run if this process writes it or keeps it for replay."""
     key = str(run_id)
+    kept = _recent.get(key)
+    if kept is not None:
+        return kept[1]
     for running in generation.running():
         if str(running.message.id) == key:
             return running
-    _forget_old()
-    kept = _recent.get(key)
-    return kept[1] if kept else None
+    return None
 
 
 def stateless(running: Generation) -> bool:
@@ -136,6 +143,28 @@ async def state(run_id: UUID | str, user) -> dict:
     if reply is None:
         raise RunNotFound  # (a stateless run another worker writes is read through its events)
     return generation.reply_result(reply)
+
+
+async def stop(run_id: UUID | str, user) -> None:
+    """Stop the run wherever it is being written.  RunNotFound for a run
+    here, or a conversation's reply, that is not ``user``'s; a stateless run
+    that is not here is asked for on every worker (and stops if it is theirs)."""
+    running = local(run_id)
+    if running is not None:
+        if running.owner_id != user.pk:
+            raise RunNotFound
+        running.stop()
+        return
+    reply = await _owned_reply(run_id, user)
+    if reply is None and await _is_reply(run_id):
+        raise RunNotFound
+    control = reply.conversation_id if reply is not None else run_id
+    await frames.request_run_stop(control, run_id, user.pk)
+
+
+@database_sync_to_async
+def _is_reply(run_id) -> bool:
+    return Message.objects.filter(pk=run_id).exists()
 
 
 def stored(reply: Message, after: int = 0) -> list[dict]:
