@@ -283,3 +283,31 @@ async def test_conversations_are_created_listed_read_with_branches_and_deleted(a
     assert read["messages"][1]["parent_id"] == read["messages"][0]["id"] and read["messages"][1]["content"] == REPLY
     assert deleted.status_code == 204 and gone.status_code == 404
     assert schema.status_code == 200 and "/api/v1/conversations/{conversation_id}/runs" in schema.json()["paths"]
+
+
+async def test_a_script_joins_a_reply_started_in_the_browser_from_its_first_event(api_server, alice):
+    key = await _key(alice)
+    conversation = await _conversation(alice, f"openai:{SLOW}")
+
+    @database_sync_to_async
+    def cookie_and_reply():
+        client = Client()
+        client.force_login(alice)
+        return f"sessionid={client.cookies['sessionid'].value}"
+
+    url = f"ws://127.0.0.1:{api_server.port}/ws/conversations/{conversation.id}/"
+    async with websockets.connect(
+        url, origin=api_server.url, additional_headers={"Cookie": await cookie_and_reply()}
+    ) as tab:
+        await tab.send(json.dumps({"action": "send", "text": "From the browser"}))
+        while "msg-assistant" not in await asyncio.wait_for(tab.recv(), 10):
+            pass
+        run_id = await database_sync_to_async(
+            lambda: str(Message.objects.get(conversation=conversation, role="assistant").pk)
+        )()
+        async with _client(api_server, key) as api:
+            got = await read_all(api, "GET", f"/runs/{run_id}/events")
+    assert got[0].event == "run_start" and got[0].data["data"]["conversation"] == str(conversation.id)
+    assert sum(e.event == "text_delta" for e in got) > 1, "joined while it ran: its own events, not a summary"
+    assert [int(e.id) for e in got] == list(range(1, len(got) + 1))
+    assert text_of(got) == REPLY and got[-1].data["data"]["reply"]["status"] == "complete"
