@@ -310,6 +310,9 @@ CHAT_TEMPORARY_IDLE_MINUTES = envfloat("CHAT_TEMPORARY_IDLE_MINUTES", 30.0)
 CHAT_IMPORT_MAX_MB = envint("CHAT_IMPORT_MAX_MB", 50)
 CHAT_IMPORT_MAX_CONVERSATIONS = envint("CHAT_IMPORT_MAX_CONVERSATIONS", 5000)
 CHAT_FRAME_INTERVAL_MS = envint("CHAT_FRAME_INTERVAL_MS", 50)
+# The HTTP API (conversations.api): a run it started keeps its events in
+# memory this long after it ended, so a client reconnecting then gets exact replay.
+CHAT_RUN_REPLAY_SECONDS = envfloat("CHAT_RUN_REPLAY_SECONDS", 60.0)
 # A conversation page shows its newest CHAT_PAGE_MESSAGES messages; earlier
 # ones load as the reader scrolls up (or all at once with ?all=1, without JavaScript).
 CHAT_PAGE_MESSAGES = envint("CHAT_PAGE_MESSAGES", 100)
@@ -319,6 +322,9 @@ CHAT_PAGE_MESSAGES = envint("CHAT_PAGE_MESSAGES", 100)
 CHAT_SHARING = os.environ.get("CHAT_SHARING", "off").strip().lower()
 if CHAT_SHARING not in ("off", "users", "links"):
     raise ImproperlyConfigured(f"CHAT_SHARING must be off, users or links, not {CHAT_SHARING!r}")
+# The most API keys in use (not revoked) one user may have, made on the
+# settings page (conversations.models.ApiKey); 0 for no limit.
+CHAT_MAX_API_KEYS = envint("CHAT_MAX_API_KEYS", 20)
 CHAT_DEMO_TOKEN_DELAY_MS = envint("CHAT_DEMO_TOKEN_DELAY_MS", 30)
 # CHAT_TITLE_MODEL: the model ("endpoint:model") that writes a conversation's
 # title after its first reply; empty: the conversation's own model; "off":

@@ -87,41 +87,41 @@ def _lock_idle(
     return conversation, spec, settled
 
 
-def _check_limits(user, replies: int = 1) -> None:
+def _check_limits(user, count: int = 1) -> None:
     """Inside the turn's transaction: ReplyRefused, saying when to try again,
     if ``user`` already has the most replies allowed in flight or in the last
-    minute, counting the ``replies`` this turn would start (a comparison's
-    one per model: one too many for a limit is refused up front, whole).
-    The user's row is locked, so two sends of one user in two conversations
-    (or two workers) are counted one after the other."""
+    minute, or would have more with the ``count`` replies this turn starts (a
+    comparison's or a batch's, one per model: one too many for a limit is
+    refused up front, whole).  The user's row is locked, so two sends of one
+    user in two conversations (or two workers) are counted one after the other."""
     get_user_model().objects.select_for_update().filter(pk=user.pk).exists()
     most = settings.CHAT_MAX_CONCURRENT_REPLIES
     if most:
-        if replies > most:
+        if count > most:
             raise ReplyRefused(
                 ngettext(
-                    "A comparison of %(replies)d models writes %(replies)d replies at once, "
-                    "but you may have only %(count)d reply being written. Compare fewer models.",
-                    "A comparison of %(replies)d models writes %(replies)d replies at once, "
-                    "but you may have only %(count)d replies being written. Compare fewer models.",
+                    "That is %(replies)d replies at once (one per model), but you may have only "
+                    "%(count)d reply being written. Choose fewer models.",
+                    "That is %(replies)d replies at once (one per model), but you may have only "
+                    "%(count)d replies being written. Choose fewer models.",
                     most,
                 )
-                % {"replies": replies, "count": most}
+                % {"replies": count, "count": most}
             )
         durability.settle_owner(user)
         in_flight = Message.objects.of_owner(user).streaming().count() + temporary.in_flight(user.pk)
-        if replies > 1 and in_flight and in_flight + replies > most:
+        if count > 1 and in_flight and in_flight + count > most:
             raise ReplyRefused(
                 ngettext(
-                    "You already have %(count)d reply being written; a comparison of %(replies)d models "
-                    "would go past the %(most)d allowed. Compare when it has finished.",
-                    "You already have %(count)d replies being written; a comparison of %(replies)d models "
-                    "would go past the %(most)d allowed. Compare when they have finished.",
+                    "You already have %(count)d reply being written: %(replies)d more at once would go past "
+                    "the %(most)d allowed. Send again when it has finished.",
+                    "You already have %(count)d replies being written: %(replies)d more at once would go past "
+                    "the %(most)d allowed. Send again when they have finished.",
                     in_flight,
                 )
-                % {"count": in_flight, "replies": replies, "most": most}
+                % {"count": in_flight, "replies": count, "most": most}
             )
-        if in_flight >= most:
+        if in_flight + count > most:
             raise ReplyRefused(
                 ngettext(
                     "You already have %(count)d reply being written, the most allowed. "
@@ -141,20 +141,20 @@ def _check_limits(user, replies: int = 1) -> None:
             *recent.values_list("created_at", flat=True),
             *(datetime.fromtimestamp(t, tz=UTC) for t in temporary.started_since(user.pk, time.time() - 60)),
         ]
-        if replies > per_minute:
+        if count > per_minute:
             raise ReplyRefused(
                 ngettext(
-                    "A comparison of %(replies)d models starts %(replies)d replies, "
-                    "more than the %(count)d reply a minute allowed. Compare fewer models.",
-                    "A comparison of %(replies)d models starts %(replies)d replies, "
-                    "more than the %(count)d replies a minute allowed. Compare fewer models.",
+                    "That is %(replies)d replies at once (one per model), more than the %(count)d reply "
+                    "allowed in a minute. Choose fewer models.",
+                    "That is %(replies)d replies at once (one per model), more than the %(count)d replies "
+                    "allowed in a minute. Choose fewer models.",
                     per_minute,
                 )
-                % {"replies": replies, "count": per_minute}
+                % {"replies": count, "count": per_minute}
             )
-        if len(starts) + replies > per_minute:
+        if len(starts) + count > per_minute:
             # The oldest start that must drop out of the minute for these replies to fit.
-            oldest = sorted(starts)[len(starts) + replies - per_minute - 1]
+            oldest = sorted(starts)[len(starts) + count - per_minute - 1]
             wait = max(1, math.ceil((oldest + timedelta(minutes=1) - now).total_seconds()))
             raise ReplyRefused(
                 ngettext(
@@ -229,7 +229,7 @@ def _comparison_turn(conversation_id: UUID, user, text: str, model_keys: list[st
     with _turn_transaction(conversation_id, _busy_not_sent()):
         conversation, _spec, settled = _lock_idle(conversation_id, user, need_model=False)
         specs = [_offered(key) for key in model_keys]
-        _check_limits(user, replies=len(specs))
+        _check_limits(user, len(specs))
         history = list(conversation.transcript())
         question = Message.objects.create(
             conversation=conversation,
@@ -250,6 +250,38 @@ def _comparison_turn(conversation_id: UUID, user, text: str, model_keys: list[st
     return _Turn(
         conversation, replies[0], [*history, question], shown, moves_nav=True, settled=settled, compared=replies
     )
+
+
+@db.turn
+def _recorded_turn(user, model_key: str, history: list[ChatMessage], system: str) -> _Turn:
+    """A new conversation holding ``history`` (its last message the user's
+    question) and the streaming reply to it, in one transaction."""
+    with _turn_transaction(uuid4(), _busy_not_sent()):
+        conversation = Conversation.objects.create(owner=user, model_key=model_key, system_prompt=system)
+        conversation, spec, settled = _lock_idle(conversation.id, user)
+        parent = None
+        for said in history:
+            parent = Message.objects.create(
+                conversation=conversation,
+                parent=parent,
+                role=said.role,
+                content=said.content,
+                status=Message.Status.COMPLETE,
+            )
+        reply = Message.start_reply(conversation, parent, spec)
+        titled = conversation.first_message_sets_title(next(m.content for m in history if m.role == "user"))
+        conversation.touch(*(["title", "title_source"] if titled else []))
+        shown = list(conversation.transcript())[:-1]
+    return _Turn(conversation, reply, shown, moves_nav=True, settled=settled)
+
+
+async def start_recorded(user, model_key: str, history: list[ChatMessage], system: str = "", **run) -> Generation:
+    """A new conversation of ``user``'s, recorded from a script's call (the
+    OpenAI-compatible API with ``store``): ``history`` (user and assistant
+    messages, the last one the user's) is saved as its transcript and the
+    reply to it is started.  ReplyRefused (nothing saved) as for ``start_reply``."""
+    await aclose_old_connections()
+    return await _launch(await _recorded_turn(user, model_key, history, system), **run)
 
 
 def _offered(model_key: str) -> ModelSpec:
@@ -342,9 +374,18 @@ def _request_for(turn: _Turn, spec: ModelSpec, *, continuation: bool) -> ChatReq
     )
 
 
-async def _launch(turn: _Turn, *, replaces: UUID | None = None, continuation: bool = False, then=None) -> Generation:
+async def _launch(
+    turn: _Turn, *, replaces: UUID | None = None, continuation: bool = False, then=None, tags=(), metadata=None
+) -> Generation:
     spec = providers.get_model(turn.reply.model_key)
-    running = Generation(turn.reply, _request_for(turn, spec, continuation=continuation), then=then)
+    running = Generation(
+        turn.reply,
+        _request_for(turn, spec, continuation=continuation),
+        then=then,
+        tags=tags,
+        metadata=metadata,
+        owner_id=turn.conversation.owner_id,
+    )
     generation.register(running)
     durability.ensure_running()
     try:
@@ -368,8 +409,9 @@ def _nav_now(conversation_id: UUID) -> str:
     return frames.nav_moved(conversation) if conversation is not None else ""
 
 
-async def start_reply(conversation_id: UUID, user, text: str) -> Generation:
-    """Save ``text`` as the user's message and start the reply to it.
+async def start_reply(conversation_id: UUID, user, text: str, *, tags=(), metadata=None) -> Generation:
+    """Save ``text`` as the user's message and start the reply to it
+    (``tags`` and ``metadata`` go out with the run's API events).
 
     Raises ReplyRefused (nothing saved) when a reply is already being written
     (or the last one is not saved yet), the conversation has no model, a limit
@@ -377,7 +419,7 @@ async def start_reply(conversation_id: UUID, user, text: str) -> Generation:
     conversation ``user`` does not own.  ``text`` is valid (MessageForm).
     """
     await aclose_old_connections()
-    return await _launch_new(await _new_turn(conversation_id, user, text))
+    return await _launch_new(await _new_turn(conversation_id, user, text), tags=tags, metadata=metadata)
 
 
 async def start_conversation(user, model_key: str, text: str) -> Conversation:
@@ -404,7 +446,8 @@ async def start_comparison(conversation_id: UUID, user, text: str, model_keys: l
     runs = []
     for index, reply in enumerate(turn.compared):
         spec = providers.get_model(reply.model_key)
-        runs.append(Generation(reply, _request_for(turn, spec, continuation=False), then=None if index else then))
+        request = _request_for(turn, spec, continuation=False)
+        runs.append(Generation(reply, request, then=None if index else then, owner_id=turn.conversation.owner_id))
     for running in runs:  # every one registered before anything awaits
         generation.register(running)
     durability.ensure_running()
@@ -422,9 +465,9 @@ async def start_comparison(conversation_id: UUID, user, text: str, model_keys: l
     return runs
 
 
-async def _launch_new(turn: _Turn) -> Generation:
+async def _launch_new(turn: _Turn, **run) -> Generation:
     first = turn.conversation.title_source == Conversation.TitleSource.FIRST_LINE and len(turn.history) == 1
-    return await _launch(turn, then=write_title if first and settings.CHAT_TITLE_MODEL != "off" else None)
+    return await _launch(turn, then=write_title if first and settings.CHAT_TITLE_MODEL != "off" else None, **run)
 
 
 async def regenerate_reply(conversation_id: UUID, user, message_id: UUID, model_key: str = "") -> Generation:
@@ -766,6 +809,74 @@ async def start_temporary_reply(chat: temporary.TemporaryChat, user, text: str) 
     finally:
         running.start()
     return running
+
+
+# --- stateless runs (the API's): nothing written, see conversations.runs ------
+@dataclass
+class StatelessRun:
+    """One model call of a stateless run: its model and messages, oldest first."""
+
+    model_key: str
+    messages: list[ChatMessage]
+    system: str = ""
+    temperature: float | None = None
+    max_tokens: int | None = None
+    tags: tuple[str, ...] = ()
+    metadata: dict = field(default_factory=dict)
+
+
+@db.turn
+def _check_stateless(user, count: int) -> None:
+    with _turn_transaction(uuid4()):  # the user's row locked while counting, as for any reply
+        _check_limits(user, count)
+
+
+async def start_stateless(user, runs: list[StatelessRun]) -> list[Generation]:
+    """Start each model call of ``runs`` at once, in memory only: no
+    conversation, no message row, nothing written (what they use is counted
+    for the limits and budgets in this process, as a temporary chat's is).
+    ReplyRefused, nothing started, when a model is not offered or the limits
+    or budgets do not allow them all."""
+    specs = [_offered(run.model_key) for run in runs]
+    await _check_stateless(user, len(runs))
+    started = []
+    for run, spec in zip(runs, specs, strict=True):
+        reply = Message(
+            role=Message.Role.ASSISTANT,
+            status=Message.Status.STREAMING,
+            provider=spec.endpoint_name,
+            model=spec.name,
+            created_at=timezone.now(),
+            parameters={
+                "max_tokens": run.max_tokens or spec.max_tokens,
+                "streaming": spec.streaming,
+                "stateless": True,
+            },
+        )
+        reply.conversation_id = reply.id  # keyed by itself: it belongs to no conversation
+        reply.temporary = True
+        reply.user_feedback, reply.feedback_known = None, True
+        request = ChatRequest(
+            model=spec,
+            messages=run.messages,
+            system=run.system,
+            temperature=run.temperature,
+            max_tokens=min(run.max_tokens, spec.max_tokens_allowed()) if run.max_tokens else None,
+        )
+        running = Generation(
+            reply,
+            request,
+            keep=lambda m, owner=user.pk: temporary.run_used(owner, m),
+            tags=run.tags,
+            metadata=run.metadata,
+            owner_id=user.pk,
+        )
+        generation.register(running)
+        temporary.reply_started(user.pk)
+        running.start()
+        started.append(running)
+    durability.ensure_running()
+    return started
 
 
 def stop_temporary(chat: temporary.TemporaryChat) -> None:

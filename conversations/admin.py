@@ -29,7 +29,7 @@ from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
 
 from conversations import export, stats, usage
-from conversations.models import AuditLog, Budget, Conversation, Flag, Message, Share, UsageDay
+from conversations.models import ApiKey, AuditLog, Budget, Conversation, Flag, Message, Share, UsageDay
 from conversations.permissions import can_review
 
 # Fields of a message that say how it was made, never what it says.
@@ -581,6 +581,60 @@ class UsageDayAdmin(LedgerAdmin):
     def cost(self, obj: UsageDay) -> str:
         value = usage.priced(obj.model_key, obj.input_tokens, obj.output_tokens)
         return "–" if value is None else f"{value:.4f}"
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    """That users have API keys, their names, and when they were made, used and
+    revoked; never the keys, which are not stored, nor their digests.  Staff
+    with ``conversations.revoke_apikey`` may revoke keys (a leaked one, say);
+    nobody adds or changes one here.  Deleting is Django's own permission, so
+    that deleting a user here takes their keys along."""
+
+    list_display = ("owner", "name", "shown_prefix", "created_at", "last_used_at", "revoked_at")
+    list_filter = (("revoked_at", admin.EmptyFieldListFilter), "created_at", "last_used_at")
+    list_select_related = ("owner",)
+    search_fields = ("owner__username", "name", "prefix")
+    date_hierarchy = "created_at"
+    fields = ("owner", "name", "shown_prefix", "created_at", "last_used_at", "revoked_at")
+    readonly_fields = fields
+    actions = ("revoke",)
+
+    def has_add_permission(self, request) -> bool:
+        return False  # a key is made by its owner, and shown to them alone
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def get_actions(self, request):
+        # Revoking, not deleting, is how staff end keys: the row stays as the record.
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+    def has_revoke_permission(self, request) -> bool:
+        return request.user.has_perm("conversations.revoke_apikey")
+
+    def lookup_allowed(self, lookup, value, request=None) -> bool:
+        # A digest is no secret that opens anything, but it is not for matching against either.
+        if lookup.startswith("digest"):
+            return False
+        return super().lookup_allowed(lookup, value, request)
+
+    @admin.display(description=_("key"), ordering="prefix")
+    def shown_prefix(self, obj: ApiKey) -> str:
+        return f"{obj.prefix}…"
+
+    @admin.action(description=_("Revoke the selected API keys"), permissions=["revoke"])
+    def revoke(self, request, queryset):
+        if not self.has_revoke_permission(request):  # the permissions= check hides it; this one refuses it
+            raise PermissionDenied
+        count = queryset.revoke()
+        self.message_user(
+            request,
+            ngettext("%(count)d API key revoked.", "%(count)d API keys revoked.", count) % {"count": count},
+            messages.SUCCESS,
+        )
 
 
 class AuditedUserAdmin(UserAdmin):

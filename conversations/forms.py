@@ -3,7 +3,7 @@ from django.conf import settings
 from django.contrib.auth.forms import UserCreationForm
 from django.utils.translation import gettext_lazy as _
 
-from conversations.models import Conversation
+from conversations.models import ApiKey, Conversation
 
 
 class SignupForm(UserCreationForm):
@@ -175,3 +175,13 @@ class DeleteAccountForm(forms.Form):
         if authenticate(self.request, username=user.get_username(), password=password) != user:
             raise forms.ValidationError(_("That is not your password. Nothing was deleted."))
         return password
+
+
+class ApiKeyForm(forms.Form):
+    name = forms.CharField(
+        label=_("Name"),
+        max_length=ApiKey._meta.get_field("name").max_length,
+        strip=True,
+        help_text=_("Say where it will be used, such as “backup job”, to tell your keys apart."),
+        error_messages={"required": _("Give the key a name.")},
+    )

@@ -45,6 +45,11 @@ def control_group(conversation_id: UUID | str) -> str:
     return f"conversation_{conversation_id}_control"
 
 
+def run_group(run_id: UUID | str) -> str:
+    """The listeners on other workers of one run's API events (see ``conversations.runs``)."""
+    return f"run_{run_id}"
+
+
 # --- rendering ---------------------------------------------------------------
 
 
@@ -277,3 +282,32 @@ async def send_snapshot(reply_to: str, message_id: UUID, seq: int, html: str) ->
     await get_channel_layer().send(
         reply_to, {"type": "conversation.snapshot", "message": str(message_id), "seq": seq, "html": html}
     )
+
+
+# --- a run's API events, for listeners on other workers -----------------------
+
+
+async def request_run_events(control: UUID | str, run_id: UUID | str, after: int, user_id: int, reply_to: str) -> None:
+    """Ask the worker running run ``run_id`` (in the control group of
+    ``control``: its conversation, or the run itself when stateless) to send
+    ``reply_to`` the run's events after number ``after``, and to send every
+    later one to the run's group."""
+    await get_channel_layer().group_send(
+        control_group(control),
+        {"type": "run.events_request", "run": str(run_id), "after": after, "user": user_id, "reply_to": reply_to},
+    )
+
+
+async def request_run_stop(control: UUID | str, run_id: UUID | str, user_id: int) -> None:
+    """Ask the worker running run ``run_id`` of ``user_id``'s to stop it (``control`` as for ``request_run_events``)."""
+    await get_channel_layer().group_send(
+        control_group(control), {"type": "run.stop_request", "run": str(run_id), "user": user_id}
+    )
+
+
+async def send_run_events(to: str, events: list[dict], *, group: bool = False, missing: bool = False) -> None:
+    """Send run events (``Generation.run_events``) to one channel, or to a group;
+    ``missing``: the run is not the asker's."""
+    layer = get_channel_layer()
+    message = {"type": "run.events", "events": events, "missing": missing, "replay": not group}
+    await (layer.group_send(to, message) if group else layer.send(to, message))

@@ -141,10 +141,14 @@ class Generation:
     numbered (``seq``) so that a joiner can drop what its snapshot holds.
     """
 
-    def __init__(self, message: Message, request: ChatRequest, *, then=None, keep=None) -> None:
+    def __init__(
+        self, message: Message, request: ChatRequest, *, then=None, keep=None, tags=(), metadata=None, owner_id=None
+    ) -> None:
         """``then(message)``: a coroutine function run after the reply completed.
-        ``keep(message)``: for a reply that has no row (a temporary chat's),
-        called in place of the final write; such a reply is never checkpointed."""
+        ``keep(message)``: for a reply that has no row (a temporary chat's, a
+        stateless run's), called in place of the final write; such a reply is
+        never checkpointed.  ``tags`` and ``metadata`` (a caller's, from the
+        API) go out with the run's events; ``owner_id``: whose run it is."""
         self.message = message
         self._then = then
         self._keep = keep
@@ -191,6 +195,14 @@ class Generation:
         self._control_ready = asyncio.Event()
         self.ended = asyncio.Event()  # the reply's text is final; its final write begins
         self.done = asyncio.Event()  # the final write succeeded and the tabs were sent the bubble
+        # The run's typed events, numbered from 1 (see run_events()): what an
+        # API client reads and a joiner replays.  One append per provider delta.
+        self.tags, self.metadata, self.owner_id = tuple(tags), metadata or {}, owner_id
+        self.run_log: list[tuple[str, object]] = [("run_start", None)]
+        self._log_grew: asyncio.Future | None = None
+        self._published = 0  # run_log entries sent to listeners on other workers
+        self._publishing = False  # some worker has a listener: each frame also sends the new events
+        self._publish_lock = asyncio.Lock()
 
     # --- control ---------------------------------------------------------
     def start(self) -> None:
@@ -268,12 +280,32 @@ class Generation:
                     return
                 if request["type"] == "conversation.stop":
                     self.stop()
+                elif request["type"] == "run.stop_request":
+                    if request["run"] == str(self.message.id) and request["user"] == self.owner_id:
+                        self.stop()
+                elif request["type"] == "run.events_request":
+                    await self._answer_events_request(request)
                 elif request["type"] == "conversation.snapshot_request":
                     seq, html = self.snapshot()
                     await frames.send_snapshot(request["reply_to"], self.message.id, seq, html)
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.shield(layer.group_discard(group, channel))
+
+    async def _answer_events_request(self, request: dict) -> None:
+        """A listener on another worker joins this run: it is sent the events
+        after its ``after`` now, and (being in the run's group already) every
+        later one as each frame goes out."""
+        if request["run"] != str(self.message.id):
+            return
+        if self.owner_id is not None and request.get("user") != self.owner_id:
+            await frames.send_run_events(request["reply_to"], [], missing=True)
+            return
+        self._publishing = True
+        # The group (which the asker is in) gets what it has not had; the
+        # asker, everything up to that; later events reach it from the group.
+        await self._publish()
+        await frames.send_run_events(request["reply_to"], self.run_events(request["after"], self._published))
 
     # --- the task --------------------------------------------------------
     async def _run(self) -> None:
@@ -307,6 +339,7 @@ class Generation:
                 self.first_token_ms = self._elapsed_ms()
             self.text.append(event.text)
             self._dirty.set()
+            self._log("text_delta", event.text)
         elif isinstance(event, ReasoningDelta):
             if not event.text:
                 return
@@ -314,10 +347,79 @@ class Generation:
                 self.first_token_ms = self._elapsed_ms()
             self.reasoning.append(event.text)
             self._dirty.set()
+            self._log("reasoning_delta", event.text)
         elif isinstance(event, Usage):
             self.usage = event
         elif isinstance(event, Finish):
             self.finish = event
+
+    # --- the run's events ----------------------------------------------------
+    def _log(self, kind: str, data=None) -> None:
+        self.run_log.append((kind, data))
+        waiter, self._log_grew = self._log_grew, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    @property
+    def log_closed(self) -> bool:
+        """True once ``run_end`` is in the log: no event follows."""
+        return self.run_log[-1][0] == "run_end"
+
+    async def log_grown(self, count: int) -> None:
+        """Return once the log holds more than ``count`` events, or is closed."""
+        while len(self.run_log) <= count and not self.log_closed:
+            if self._log_grew is None:
+                self._log_grew = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._log_grew)
+
+    def run_events(self, after: int = 0, until: int | None = None) -> list[dict]:
+        """The run's events after number ``after`` (up to ``until``), as the
+        API sends them: ``{"id", "event", "run_id", "model", "tags", "data"}``."""
+        head = {"run_id": str(self.message.id), "model": self.message.model_key, "tags": list(self.tags)}
+        end = len(self.run_log) if until is None else until
+        return [
+            {"id": number, "event": kind, **head, "data": self._event_data(kind, data)}
+            for number, (kind, data) in enumerate(self.run_log[after:end], start=after + 1)
+        ]
+
+    def _event_data(self, kind: str, data) -> dict:
+        if kind in ("text_delta", "reasoning_delta"):
+            return {"text": data}
+        if kind == "run_start":
+            # A stateless run is keyed by its own id: it belongs to no conversation.
+            stateless = self.conversation_id == self.message.id
+            return {
+                "conversation": None if stateless else str(self.conversation_id),
+                "metadata": self.metadata,
+            }
+        if kind == "run_end":
+            return {"reply": reply_result(self.message)}
+        return data
+
+    def _log_end(self, status: str, error: str, error_kind: str) -> None:
+        """The events that close the run: error, usage, finish, run_end."""
+        if status == Message.Status.ERROR:
+            self._log("error", {"kind": error_kind or "internal", "message": error})
+        used = self.message.run_usage
+        if used is not None:
+            self._log(
+                "usage",
+                {"input_tokens": used.input_tokens, "output_tokens": used.output_tokens, "estimated": not used.metered},
+            )
+        self._log("finish", {"reason": finish_reason(self.message)})
+        self._log("run_end", None)
+
+    async def _publish(self) -> None:
+        """Send the events not yet sent to the listeners on other workers, in
+        order (one send at a time: a listener drops what it has seen by number)."""
+        if not self._publishing:
+            return
+        async with self._publish_lock:
+            if self._published == len(self.run_log):
+                return
+            events = self.run_events(self._published)
+            self._published += len(events)
+            await frames.send_run_events(frames.run_group(self.message.id), events, group=True)
 
     def _elapsed_ms(self) -> int:
         return int((asyncio.get_running_loop().time() - self._started) * 1000)
@@ -347,6 +449,7 @@ class Generation:
             self._dirty.clear()
             try:
                 await self._send_frame()
+                await self._publish()
             except Exception as exc:
                 # The channel layer failed (Redis restarting): this frame is
                 # lost, and the next one's seq shows each socket the gap,
@@ -413,7 +516,10 @@ class Generation:
             # A new row: nobody has rated it yet, so its footer need not ask.
             message.user_feedback, message.feedback_known = None, True
         self._unsaved = True
+        self._log_end(status, error, error_kind)
         self.ended.set()
+        with contextlib.suppress(Exception):
+            await self._publish()
         if await self.save_final():
             return
         # The tabs see how the reply ended, and that it is not stored yet; it
@@ -518,3 +624,30 @@ class Generation:
 def _write_final(message: Message) -> None:
     with db.bounded_atomic(settings.CHAT_WRITE_LOCK_SECONDS):
         message.save_finished()
+
+
+def finish_reason(message: Message) -> str:
+    """How a run ended, normalised for the API: the provider's reason when it
+    completed (``stop``, ``length``, ...), else ``stopped``, ``interrupted``, ``error``."""
+    if message.status == Message.Status.COMPLETE:
+        return message.finish_reason or "stop"
+    return {Message.Status.STOPPED: "stopped", Message.Status.INTERRUPTED: "interrupted"}.get(message.status, "error")
+
+
+def reply_result(message: Message) -> dict:
+    """A reply as the API gives it when it ended (also inside ``run_end``)."""
+    used = message.run_usage
+    return {
+        "id": str(message.id),
+        "status": str(message.status),
+        "model": message.model_key,
+        "content": message.content,
+        "reasoning": message.reasoning,
+        "finish_reason": finish_reason(message) if message.status != Message.Status.STREAMING else None,
+        "error": {"kind": message.error_kind or "internal", "message": message.error} if message.error else None,
+        "usage": {"input_tokens": message.input_tokens, "output_tokens": message.output_tokens}
+        if message.input_tokens is not None or message.output_tokens is not None
+        else ({"input_tokens": used.input_tokens, "output_tokens": used.output_tokens} if used is not None else None),
+        "first_token_ms": message.first_token_ms,
+        "duration_ms": message.duration_ms,
+    }

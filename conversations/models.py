@@ -9,6 +9,7 @@ model wrote it, with which parameters, how long it took, how it ended.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 import secrets
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.exceptions import EmptyResultSet
 from django.db import connection, models, transaction
 from django.db.models import Case, Count, Exists, OuterRef, Q, Subquery, Sum, TextField, Value, When
@@ -29,6 +31,8 @@ from django.utils.formats import date_format
 from django.utils.functional import cached_property
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
+from django.views.decorators.debug import sensitive_variables
 
 from conversations.streaming_markdown import StreamingMarkdown
 
@@ -1308,3 +1312,144 @@ class Share(models.Model):
             message.html, message.html_version = copied.get("html", ""), RENDER_VERSION
             shown.append(message)
         return shown
+
+
+API_KEY_PREFIX = "chat_"
+API_KEY_SHOWN_CHARS = len(API_KEY_PREFIX) + 8  # "chat_ab12cd34": enough to tell a user's keys apart
+API_KEY_MAX_CHARS = 200  # a longer bearer token is no key of ours, and is not hashed
+# A key's last use is written at most this often: a busy script does not write on every call.
+API_KEY_TOUCH_EVERY = timedelta(seconds=60)
+
+
+class RawApiKey(str):
+    """A key as issued: a string whose repr shows only its prefix, so that an
+    error report's locals, a template context or a stray ``%r`` in a log never
+    print the key itself."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"<API key {self[:API_KEY_SHOWN_CHARS]}…>"
+
+
+def api_key_digest(raw: str) -> str:
+    """SHA-256 hex of the whole key.  A fast hash is right: a key is 32 random
+    bytes, so there is nothing to guess from its digest, unlike a password."""
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+class ApiKeyQuerySet(models.QuerySet):
+    def for_user(self, user) -> ApiKeyQuerySet:
+        """The keys ``user`` may see and revoke: their own."""
+        if not user.is_authenticated:
+            return self.none()
+        return self.filter(owner=user)
+
+    def active(self) -> ApiKeyQuerySet:
+        """Not revoked, and of an active account (a deactivated one's keys stop working, as its log-in does)."""
+        return self.filter(revoked_at__isnull=True, owner__is_active=True)
+
+    def revoke(self) -> int:
+        """Revoke those not revoked yet, in one UPDATE; how many were."""
+        return self.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+
+
+class ApiKey(models.Model):
+    """A user's key for the HTTP API, named by them, shown to them once.
+
+    Only the SHA-256 ``digest`` of the key is stored, and its first characters
+    (``prefix``) to tell keys apart in lists; nobody, staff included, can read
+    a key back.  A key is ``chat_`` and 32 random bytes (``secrets.token_urlsafe``).
+
+    The API's contract: ``ApiKey.authenticate(raw)`` (synchronous: wrap it in
+    ``database_sync_to_async``) returns the key with its ``owner`` loaded, or
+    None; requests are then made as ``key.owner``, with the same limits and
+    budgets as in the browser."""
+
+    class LimitReached(Exception):
+        """The user has as many keys as CHAT_MAX_API_KEYS allows; ``message`` says so, for them."""
+
+        def __init__(self, message: str) -> None:
+            super().__init__(message)
+            self.message = message
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.CASCADE, related_name="api_keys", verbose_name=_("owner")
+    )
+    name = models.CharField(_("name"), max_length=100)
+    prefix = models.CharField(_("prefix"), max_length=16, editable=False)
+    digest = models.CharField(_("digest"), max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(_("created"), default=timezone.now)
+    last_used_at = models.DateTimeField(_("last used"), null=True, blank=True)
+    revoked_at = models.DateTimeField(_("revoked"), null=True, blank=True)
+
+    objects = ApiKeyQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("API key")
+        verbose_name_plural = _("API keys")
+        ordering = ("-created_at", "-id")
+        # Staff may end a key (a leaked one, say) without being able to change or delete anything.
+        permissions = [("revoke_apikey", _("Can revoke users' API keys"))]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+    @classmethod
+    def issue(cls, user, name: str) -> tuple[ApiKey, RawApiKey]:
+        """A new key for ``user``: the row (which keeps no secret) and the key
+        itself, to show once and never again.  Raises ``ApiKey.LimitReached``
+        when the user already has CHAT_MAX_API_KEYS keys in use (0: no limit)."""
+        raw = RawApiKey(API_KEY_PREFIX + secrets.token_urlsafe(32))
+        most = settings.CHAT_MAX_API_KEYS
+        with transaction.atomic():
+            if most:
+                # The user's row locked, so that two requests at once cannot both take the last place.
+                list(get_user_model().objects.select_for_update().filter(pk=user.pk).values_list("pk"))
+                if cls.objects.filter(owner=user, revoked_at__isnull=True).count() >= most:
+                    raise cls.LimitReached(
+                        ngettext(
+                            "You already have %(limit)d API key, the most allowed. Revoke it to create another.",
+                            "You already have %(limit)d API keys, the most allowed. Revoke one to create another.",
+                            most,
+                        )
+                        % {"limit": most}
+                    )
+            key = cls.objects.create(
+                owner=user, name=name, prefix=raw[:API_KEY_SHOWN_CHARS], digest=api_key_digest(raw)
+            )
+        return key, raw
+
+    @classmethod
+    @sensitive_variables("raw")
+    def authenticate(cls, raw: str) -> ApiKey | None:
+        """The active key ``raw`` is, with its ``owner`` loaded; None for a
+        wrong, revoked or malformed key, or one whose owner is inactive.
+
+        It looks the key up by its digest, never by comparing keys, so the time
+        it takes tells nothing about the key.  One query; and every minute or
+        so of use, one UPDATE more for ``last_used_at``, conditional, so that
+        workers answering calls at once write it once."""
+        if not isinstance(raw, str) or not raw.startswith(API_KEY_PREFIX) or len(raw) > API_KEY_MAX_CHARS:
+            return None
+        key = cls.objects.active().select_related("owner").filter(digest=api_key_digest(raw)).first()
+        if key is None:
+            return None
+        now = timezone.now()
+        stale = now - API_KEY_TOUCH_EVERY
+        if key.last_used_at is None or key.last_used_at < stale:
+            ApiKey.objects.filter(pk=key.pk).filter(Q(last_used_at__isnull=True) | Q(last_used_at__lt=stale)).update(
+                last_used_at=now
+            )
+            key.last_used_at = now
+        return key
+
+    def revoke(self) -> None:
+        """The key stops working at once; its row stays, revoked, for the admin's record."""
+        if self.revoked_at is None:
+            self.revoked_at = timezone.now()
+            self.save(update_fields=["revoked_at"])

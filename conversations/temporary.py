@@ -141,18 +141,30 @@ def reply_started(owner_id: int) -> None:
 
 def reply_used(chat: TemporaryChat, message: Message) -> None:
     """Keep what a temporary reply used (its ``run_usage``) for the budgets."""
+    run_used(chat.owner_id, message)
+
+
+def run_used(owner_id: int, message: Message) -> None:
+    """Keep what a reply with no row (a temporary chat's, a stateless run's) used, for the budgets."""
     if message.run_usage is not None:
-        _spent.append(_Spent(chat.owner_id, timezone.localdate(), message.model_key, message.run_usage))
+        _spent.append(_Spent(owner_id, timezone.localdate(), message.model_key, message.run_usage))
         today = timezone.localdate()
         # Nothing older than a month counts towards any budget.
         _spent[:] = [s for s in _spent if (today - s.day).days <= 31]
 
 
 def in_flight(owner_id: int) -> int:
-    """Temporary replies of ``owner_id`` being written in this process."""
-    return sum(
+    """Replies of ``owner_id`` with no row (temporary chats', stateless runs')
+    being written in this process."""
+    chats = sum(
         1 for chat in list(_chats.values()) if chat.owner_id == owner_id and generation.get_active(chat.id) is not None
     )
+    stateless = sum(
+        1
+        for running in generation.running()
+        if running.owner_id == owner_id and running.conversation_id == running.message.id
+    )
+    return chats + stateless
 
 
 def started_since(owner_id: int, moment: float) -> list[float]:

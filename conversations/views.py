@@ -16,6 +16,7 @@ from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.cache import patch_cache_control
 from django.utils.http import content_disposition_header, url_has_allowed_host_and_scheme
@@ -26,6 +27,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from conversations import actions, export, imports, providers, search, temporary, usage
 from conversations.forms import (
+    ApiKeyForm,
     ConversationSettingsForm,
     DeleteAccountForm,
     DeleteConversationsForm,
@@ -38,7 +40,7 @@ from conversations.forms import (
     SignupForm,
     StartForm,
 )
-from conversations.models import Conversation, Feedback, Share, SidebarPage, SignupAttempt
+from conversations.models import ApiKey, Conversation, Feedback, Share, SidebarPage, SignupAttempt
 
 
 def _get_conversation_for_user(request: HttpRequest, conversation_id: UUID) -> Conversation:
@@ -105,6 +107,10 @@ def _render_settings(request: HttpRequest, status: int = 200, **bound) -> HttpRe
         account_form=bound.get("account_form") or DeleteAccountForm(request=request),
         import_form=bound.get("import_form") or ImportForm(),
         import_error=bound.get("import_error", ""),
+        api_keys=ApiKey.objects.for_user(request.user).active(),
+        api_key_form=bound.get("api_key_form") or ApiKeyForm(),
+        new_api_key=bound.get("new_api_key"),
+        new_api_key_secret=bound.get("new_api_key_secret", ""),
     )
     return render(request, "account/settings.html", ctx, status=status)
 
@@ -112,6 +118,36 @@ def _render_settings(request: HttpRequest, status: int = 200, **bound) -> HttpRe
 @require_GET
 def account_settings(request: HttpRequest) -> HttpResponse:
     return _render_settings(request)
+
+
+def _get_key_for_user(request: HttpRequest, key_id: int) -> ApiKey:
+    """The user's own key in use; 404 for another user's, a revoked or a missing one."""
+    return get_object_or_404(ApiKey.objects.for_user(request.user).active(), pk=key_id)
+
+
+# The new key is shown in this POST's own response and nowhere else: no
+# redirect, so it never passes through the session or a URL.  The page is
+# private and no-store (PrivateNoStoreMiddleware), so no cache keeps it; the
+# key's repr shows only its prefix (RawApiKey), so no error report does.
+@require_POST
+def create_api_key(request: HttpRequest) -> HttpResponse:
+    form = ApiKeyForm(request.POST)
+    if not form.is_valid():
+        return _render_settings(request, status=400, api_key_form=form)
+    try:
+        key, secret = ApiKey.issue(request.user, form.cleaned_data["name"])
+    except ApiKey.LimitReached as refused:
+        form.add_error(None, refused.message)
+        return _render_settings(request, status=400, api_key_form=form)
+    return _render_settings(request, status=201, new_api_key=key, new_api_key_secret=secret)
+
+
+@require_POST
+def revoke_api_key(request: HttpRequest, key_id: int) -> HttpResponse:
+    key = _get_key_for_user(request, key_id)
+    key.revoke()
+    flash.success(request, _("API key “%(name)s” revoked: it no longer works.") % {"name": key.name})
+    return redirect(f"{reverse('account_settings')}#settings-api-keys")
 
 
 @require_GET

@@ -215,6 +215,38 @@ def page(chat_server, browser):
     context.close()
 
 
+# The API tests' server (tests/test_api*.py): fast replies, and a slow model to join in the middle of.
+API_TOKENS = 40
+SLOW = "fake-normal@delay=0.05"  # 2 s
+
+
+@pytest.fixture(scope="session")
+def api_fake():
+    from devtools.fakeprovider import FakeProvider
+
+    with FakeProvider(tokens=API_TOKENS, delay=0.01) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def api_server(django_db_setup, django_db_blocker, api_fake):
+    env = {
+        "OPENAI_API_KEY": "test-key",
+        "OPENAI_BASE_URL": api_fake.openai_base_url,
+        "ANTHROPIC_API_KEY": "test-key",
+        "ANTHROPIC_BASE_URL": api_fake.anthropic_base_url,
+        "CHAT_MODELS": f"openai:fake-normal=Fake GPT,anthropic:fake-normal=Fake Claude,openai:{SLOW},"
+        "openai:fake-error-500=Broken,openai:fake-reasoning",
+        "CHAT_PROVIDER_MAX_RETRIES": "0",
+    }
+    from tests.livesite import server_on_test_db
+
+    with django_db_blocker.unblock():
+        server = server_on_test_db(env).start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def multi_fake():
     """A fake provider for the two-worker tests (a reply takes about 2.4 s)."""

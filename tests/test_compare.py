@@ -223,7 +223,7 @@ async def test_a_comparison_of_three_with_a_limit_of_two_replies_is_refused_up_f
     communicator = await connect(alice, conversation)
     await send(communicator, action="send", text="three at once", compare=keys)
     error = await composer_error(communicator)
-    assert "A comparison of 3 models writes 3 replies at once, but you may have only 2 replies" in error
+    assert "That is 3 replies at once (one per model), but you may have only 2 replies being written" in error
     assert not await database_sync_to_async(Message.objects.filter(conversation=conversation).exists)()
 
     await send(communicator, action="send", text="two at once", compare=keys[:2])
@@ -247,7 +247,7 @@ async def test_each_reply_of_a_comparison_counts_against_the_concurrent_limit(
     comparing = await connect(alice, conversation)
     await send(comparing, action="send", text="needs three", compare=keys)
     error = await composer_error(comparing)
-    assert "You already have 1 reply being written; a comparison of 3 models would go past the 3 allowed" in error
+    assert "You already have 1 reply being written: 3 more at once would go past the 3 allowed" in error
     await send(comparing, action="send", text="needs two", compare=keys[:2])
     while 'data-sent="1"' not in await comparing.receive_from(timeout=10):
         pass
@@ -265,14 +265,23 @@ async def test_each_reply_of_a_comparison_counts_against_the_concurrent_limit(
 
 
 async def test_the_replies_per_minute_count_every_reply_of_a_comparison(alice, conversation, openai_fake, settings):
-    settings.CHAT_REPLIES_PER_MINUTE = 3
-    keys = await _offer(openai_fake, conversation, "fake-normal@tokens=4", "fake-normal@tokens=5")
+    settings.CHAT_REPLIES_PER_MINUTE, settings.CHAT_MAX_CONCURRENT_REPLIES = 3, 0
+    keys = await _offer(
+        openai_fake,
+        conversation,
+        "fake-normal@tokens=4",
+        "fake-normal@tokens=5",
+        *(f"fake-normal@tokens={n}" for n in (6, 7)),
+    )
     communicator = await connect(alice, conversation)
-    await send(communicator, action="send", text="two", compare=keys)
+    await send(communicator, action="send", text="four", compare=keys)
+    too_many = await composer_error(communicator)
+    await send(communicator, action="send", text="two", compare=keys[:2])
     await _until_finals(communicator, 2)
-    await send(communicator, action="send", text="two more", compare=keys)
+    await send(communicator, action="send", text="two more", compare=keys[:2])
     error = await composer_error(communicator)
     await communicator.disconnect()
+    assert "That is 4 replies at once (one per model), more than the 3 replies allowed in a minute." in too_many
     assert "3 replies in the last minute, the most allowed. Try again in" in error
 
 

@@ -49,6 +49,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
@@ -75,6 +76,15 @@ class ClientResult:
     error: str = ""
     first_send: float = 0.0  # time.time()
     last_final: float = 0.0
+
+
+def _api_keys(conversations) -> dict[int, str]:
+    """A new API key for each owner of ``conversations`` (the bench user), in place of earlier runs' keys."""
+    from conversations.models import ApiKey
+
+    owners = {c.owner_id: c.owner for c in conversations}
+    ApiKey.objects.filter(owner_id__in=owners, name="benchstreams").delete()
+    return {pk: ApiKey.issue(owner, "benchstreams")[1] for pk, owner in owners.items()}
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -186,6 +196,14 @@ class Command(BaseCommand):
             default="",
             help="Also run the peer (../shared/peers/chainlit, see devtools/peers.py) on the same scenario, back "
             "to back at each N, and report both and their ratio.",
+        )
+        parser.add_argument(
+            "--transport",
+            choices=("ws", "sse"),
+            default="ws",
+            help="How clients read replies: the browser's websocket (default), or the HTTP API's Server-Sent "
+            "Events (POST /api/v1/conversations/<id>/runs with stream, an API key each); run both to compare "
+            "the relay cost per token.",
         )
         parser.add_argument(
             "--tracemalloc",
@@ -437,6 +455,8 @@ class Command(BaseCommand):
         async def client(i: int, conversation: Conversation) -> None:
             result = results[i]
             server = servers[i % len(servers)]
+            if options.get("transport") == "sse":
+                return await sse_client(i, conversation, result, server)
             url = f"ws://127.0.0.1:{server.port}/ws/conversations/{conversation.id}/"
             try:
                 async with websockets.connect(
@@ -469,9 +489,63 @@ class Command(BaseCommand):
                 result.error = f"{type(exc).__name__}: {exc}"
                 connected.set()
 
+        async def sse_client(i: int, conversation: Conversation, result: ClientResult, server) -> None:
+            import httpx
+
+            key = api_keys[conversation.owner_id]
+            url = f"http://127.0.0.1:{server.port}/api/v1/conversations/{conversation.id}/runs"
+            try:
+                async with httpx.AsyncClient(
+                    timeout=options["timeout"], headers={"Authorization": f"Bearer {key}"}
+                ) as http:
+                    sockets.append(http)
+                    if len(sockets) == len(conversations):
+                        run["connected_rss"] = _rss_mb(pid)
+                        run["cpu_connected"] = _cpu_seconds(pid)
+                        connected.set()
+                    await connected.wait()
+                    await asyncio.sleep(options["spread"] * i / len(conversations))  # spread the first sends
+                    for r in range(options["rounds"]):
+                        if not result.first_send:
+                            result.first_send = time.time()
+                        body = {
+                            "input": f"bench {secrets.token_hex(4)}",
+                            "stream": True,
+                            "stream_mode": ["messages", "updates"],
+                        }
+                        async with http.stream("POST", url, json=body) as response:
+                            if response.status_code != 200:
+                                raise RuntimeError(f"HTTP {response.status_code}: {(await response.aread())[:200]!r}")
+                            await asyncio.wait_for(self._read_events(response, result), options["timeout"])
+                        result.last_final = time.time()
+                        result.replies += 1
+                        rounds_done[r] += 1
+                        if rounds_done[r] == len(conversations):
+                            run["rss_after_round"].append(_rss_mb(pid))
+            except Exception as exc:  # reported, not raised: one failed client must not hide the rest
+                result.error = f"{type(exc).__name__}: {exc}"
+                connected.set()
+
+        api_keys = {}
+        if options.get("transport") == "sse":
+            api_keys = await database_sync_to_async(_api_keys)(conversations)
         await asyncio.gather(*(client(i, c) for i, c in enumerate(conversations)))
         run["cpu_done"] = _cpu_seconds(pid)
         return run
+
+    async def _read_events(self, response, result: ClientResult) -> None:
+        """One reply's Server-Sent Events: each write is a "frame"; stamps as in ``_read_reply``."""
+        seen: set[str] = set()
+        async for chunk in response.aiter_text():
+            received = time.time_ns()
+            result.frames += 1
+            for stamp in TOKEN.findall(chunk):
+                if stamp not in seen:  # run_end's reply repeats every token
+                    seen.add(stamp)
+                    result.latencies_ms.append((received - int(stamp)) / 1e6)
+                    result.arrivals.append(received / 1e9)
+            if "event: run_end" in chunk:
+                return
 
     async def _read_reply(self, ws, result: ClientResult) -> None:
         seen: set[str] = set()
@@ -510,7 +584,7 @@ class Command(BaseCommand):
         rss_rounds = run["rss_after_round"]
         p99 = percentile(latencies, 99)  # None without tokens
         return {
-            "system": "app",
+            "system": "app" if options.get("transport", "ws") == "ws" else "app-sse",
             "workers": options.get("workers", 1),
             "scenario": options["scenario"],
             "clients": n,
