@@ -443,7 +443,9 @@ class FlagAdmin(admin.ModelAdmin):
 
 
 class LedgerAdmin(admin.ModelAdmin):
-    """Read-only: nobody adds, changes or deletes a ledger's rows here."""
+    """Read-only: nobody adds, changes or deletes a ledger's rows here.  They
+    go with what they belong to: deleting a user here takes theirs along
+    (the admin asks each related model's admin, and refusing blocked it)."""
 
     def has_add_permission(self, request) -> bool:
         return False
@@ -452,7 +454,11 @@ class LedgerAdmin(admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request, obj=None) -> bool:
-        return False
+        match = getattr(request, "resolver_match", None)
+        own = f"{self.opts.app_label}_{self.opts.model_name}_"
+        if match is None or (match.url_name or "").startswith(own):
+            return False  # never from this model's own pages
+        return super().has_delete_permission(request, obj)
 
 
 # A share's title, messages and token (which opens it) are content.

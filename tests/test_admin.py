@@ -83,3 +83,24 @@ def test_it_keeps_messages_read_only(admin_client_, conversation, reply):
     review = admin_client_.get(reverse("admin:conversations_conversation_review", args=[conversation.id]))
     assert "Hi <strong>there</strong>" in review.content.decode()
     assert b"<textarea" not in review.content.split(b"flag-form")[0]
+
+
+def test_a_superuser_deletes_a_user_whose_usage_is_on_the_ledger(admin_client_, alice, reply):
+    from conversations.models import RunUsage, UsageDay
+
+    UsageDay.add("demo:demo", RunUsage(3, 2), user_id=alice.pk)
+    url = f"/admin/auth/user/{alice.pk}/delete/"
+    assert admin_client_.post(url, {"post": "yes"}).status_code == 302
+    assert not get_user_model().objects.filter(pk=alice.pk).exists()
+    assert not UsageDay.objects.exists()
+
+
+def test_ledger_rows_are_never_deleted_from_their_own_pages(admin_client_, alice):
+    from conversations.models import RunUsage, UsageDay
+
+    UsageDay.add("demo:demo", RunUsage(3, 2), user_id=alice.pk)
+    row = UsageDay.objects.get()
+    assert admin_client_.post(f"/admin/conversations/usageday/{row.pk}/delete/", {"post": "yes"}).status_code == 403
+    changelist = admin_client_.get("/admin/conversations/usageday/")
+    assert changelist.status_code == 200 and b"delete_selected" not in changelist.content
+    assert UsageDay.objects.filter(pk=row.pk).exists()
