@@ -432,13 +432,15 @@ async def start_conversation(user, model_key: str, text: str) -> Conversation:
     return turn.conversation
 
 
-async def start_comparison(conversation_id: UUID, user, text: str, model_keys: list[str]) -> list[Generation]:
+async def start_comparison(
+    conversation_id: UUID, user, text: str, model_keys: list[str], *, tags=(), metadata=None
+) -> list[Generation]:
     """Save ``text`` as the user's message and start one reply to it by each
     model of ``model_keys`` (two to four distinct offered ones: SendForm),
-    all at once.  It is one turn: refused (nothing saved, ReplyRefused) as
-    ``start_reply`` is, and when the limits cannot take every one of its
-    replies.  Each reply streams, fails or is stopped on its own; Stop stops
-    them all."""
+    all at once (each run's API events carry ``tags`` and its model's key).
+    It is one turn: refused (nothing saved, ReplyRefused) as ``start_reply``
+    is, and when the limits cannot take every one of its replies.  Each
+    reply streams, fails or is stopped on its own; Stop stops them all."""
     await aclose_old_connections()
     turn = await _comparison_turn(conversation_id, user, text, model_keys)
     first = turn.conversation.title_source == Conversation.TitleSource.FIRST_LINE and len(turn.history) == 1
@@ -447,7 +449,16 @@ async def start_comparison(conversation_id: UUID, user, text: str, model_keys: l
     for index, reply in enumerate(turn.compared):
         spec = providers.get_model(reply.model_key)
         request = _request_for(turn, spec, continuation=False)
-        runs.append(Generation(reply, request, then=None if index else then, owner_id=turn.conversation.owner_id))
+        runs.append(
+            Generation(
+                reply,
+                request,
+                then=None if index else then,
+                owner_id=turn.conversation.owner_id,
+                tags=(*tags, reply.model_key),
+                metadata=metadata,
+            )
+        )
     for running in runs:  # every one registered before anything awaits
         generation.register(running)
     durability.ensure_running()

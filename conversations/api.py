@@ -119,6 +119,9 @@ class ConversationOut(Schema):
 
 class RunIn(RunOptions):
     input: str = Field(..., description="the user's message")
+    models: list[str] = Field(
+        [], description="two to four models to compare: one reply each, siblings in the conversation, one stream"
+    )
 
 
 class MessageIn(Schema):
@@ -371,6 +374,17 @@ async def start_run(request, conversation_id: UUID, body: RunIn):
     if not text or len(text) > settings.CHAT_MAX_MESSAGE_CHARS:
         raise Refused(400, _("The message is empty or too long."))
     _check_metadata(body.metadata)
+    if body.models:
+        if not 2 <= len(set(body.models)) == len(body.models) <= 4:
+            raise Refused(400, _("Compare two to four different models."))
+        for model in body.models:
+            _offered(model)
+        compared = await actions.start_comparison(
+            conversation_id, user, text, body.models, tags=tuple(body.tags), metadata=body.metadata
+        )
+        for running in compared:
+            runs.keep(running)
+        return await _answer(request, compared, body, user, batch=True)
     running = await actions.start_reply(conversation_id, user, text, tags=tuple(body.tags), metadata=body.metadata)
     runs.keep(running)
     return await _answer(request, [running], body, user)

@@ -12,6 +12,7 @@ composer's acknowledgement and error for the socket that sent.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import copy
 import logging
 from uuid import UUID
@@ -211,7 +212,9 @@ def broadcast_to_user_soon(user_id: int, key: str, render) -> None:
         pending[key] = render
         return
     _gathered[(loop, user_id)] = {key: render}
-    loop.call_later(USER_FRAME_GATHER, _flush, loop, user_id)
+    # A fresh context: gathered from an HTTP request, the flush must not run
+    # in the request's asgiref context, whose thread executor ends with it.
+    loop.call_later(USER_FRAME_GATHER, _flush, loop, user_id, context=contextvars.Context())
 
 
 def _flush(loop: asyncio.AbstractEventLoop, user_id: int) -> None:

@@ -311,3 +311,34 @@ async def test_a_script_joins_a_reply_started_in_the_browser_from_its_first_even
     assert sum(e.event == "text_delta" for e in got) > 1, "joined while it ran: its own events, not a summary"
     assert [int(e.id) for e in got] == list(range(1, len(got) + 1))
     assert text_of(got) == REPLY and got[-1].data["data"]["reply"]["status"] == "complete"
+
+
+async def test_a_conversation_run_may_compare_models_as_sibling_replies_in_one_stream(api_server, alice):
+    key = await _key(alice)
+    conversation = await _conversation(alice)
+    models = ["openai:fake-normal", "anthropic:fake-normal", "openai:fake-error-500"]
+    async with _client(api_server, key) as api:
+        got = await read_all(
+            api,
+            "POST",
+            f"/conversations/{conversation.id}/runs",
+            json={"input": "Which is best?", "models": models, "stream": True, "tags": ["cmp"]},
+        )
+        refused = await api.post(f"/conversations/{conversation.id}/runs", json={"input": "x", "models": models[:1]})
+    starts = {e.data["run_id"]: e.data for e in got if e.event == "run_start"}
+    assert sorted(s["model"] for s in starts.values()) == sorted(models)
+    assert all(s["tags"] == ["cmp", s["model"]] for s in starts.values())
+    ends = {e.data["model"]: e.data["data"]["reply"]["status"] for e in got if e.event == "run_end"}
+    assert ends == {
+        "openai:fake-normal": "complete",
+        "anthropic:fake-normal": "complete",
+        "openai:fake-error-500": "error",
+    }
+    replies = await database_sync_to_async(
+        lambda: {
+            (m.model_key, m.parent.content)
+            for m in Message.objects.filter(conversation=conversation, role="assistant").select_related("parent")
+        }
+    )()
+    assert replies == {(model, "Which is best?") for model in models}
+    assert refused.status_code == 400

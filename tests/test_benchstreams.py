@@ -43,6 +43,19 @@ def test_it_benchmarks_two_clients_end_to_end(monkeypatch):
     assert isinstance(report["server_stalls_over_50ms"], int)
 
 
+def test_the_sse_transport_reads_every_token_through_the_http_api_and_is_compared_with_the_websocket():
+    out = io.StringIO()
+    call_command("benchstreams", clients=2, rounds=2, transport="sse", json=True, stdout=out, **FAST)
+    report = json.loads(out.getvalue())
+    assert report["system"] == "app-sse" and report["clients_completed"] == 2 and report["errors"] == []
+    assert report["tokens_delivered"] == 4 * 20 and report["server_cpu_ms_per_token_streaming"] > 0
+    both = io.StringIO()
+    call_command("benchstreams", clients=1, transport="both", stdout=both, **FAST)
+    rows = both.getvalue().splitlines()
+    assert [row.split()[0] for row in rows[1:3]] == ["app", "app-sse"]
+    assert "SSE vs websocket at N=1: cpu per token x" in rows[3]
+
+
 def test_a_sweep_prints_one_row_per_client_count():
     out = io.StringIO()
     # A knee no run can miss on timing alone: only completion decides here.

@@ -199,11 +199,11 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--transport",
-            choices=("ws", "sse"),
+            choices=("ws", "sse", "both"),
             default="ws",
             help="How clients read replies: the browser's websocket (default), or the HTTP API's Server-Sent "
-            "Events (POST /api/v1/conversations/<id>/runs with stream, an API key each); run both to compare "
-            "the relay cost per token.",
+            "Events (POST /api/v1/conversations/<id>/runs with stream, an API key each); both: each N with the "
+            "websocket then SSE, back to back, and the SSE relay's cost per token beside the websocket's.",
         )
         parser.add_argument(
             "--tracemalloc",
@@ -229,6 +229,8 @@ class Command(BaseCommand):
             peers.check()  # before any run: say at once if it is missing
         if options["peer"]:
             return self._sweep_with_peer(options["sweep"] or str(options["clients"]), options)
+        if options["transport"] == "both":
+            return self._sweep_transports(options["sweep"] or str(options["clients"]), options)
         if not options["sweep"]:
             report = self._bench(options["clients"], options)
             if options["json"]:
@@ -313,6 +315,18 @@ class Command(BaseCommand):
         ("gc max", "server_gc_pause_ms_max", 7),
         ("writes", "db_writes_per_reply", 7),
     )
+
+    def _sweep_transports(self, sweep: str, options: dict) -> None:
+        """At each N: the websocket, then SSE, on fresh servers; the SSE relay's CPU per token as a ratio."""
+        self.stdout.write(self._row(None))
+        for n in [int(v) for v in sweep.split(",") if v.strip()]:
+            ws, sse = (self._bench(n, {**options, "transport": transport}) for transport in ("ws", "sse"))
+            self.stdout.write(self._row(ws))
+            self.stdout.write(self._row(sse))
+            key = "server_cpu_ms_per_token_streaming"
+            ratio = round(sse[key] / ws[key], 2) if ws.get(key) and sse.get(key) else None
+            self.stdout.write(f"          SSE vs websocket at N={n}: cpu per token x{ratio} (below 1: SSE is cheaper)")
+            self.stdout.flush()
 
     def _row(self, report: dict | None) -> str:
         if report is None:
