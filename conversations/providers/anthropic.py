@@ -311,17 +311,39 @@ def history(messages: list[ChatMessage]) -> list[dict]:
     """Our history as Messages API turns (see the module docstring for the rules)."""
     turns: list[dict] = []
     for message in messages:
-        if not message.content.strip():
+        if not message.content.strip() and not message.images:
             continue
+        content = _content(message)
         if turns and turns[-1]["role"] == message.role:
-            turns[-1]["content"] += "\n\n" + message.content
+            previous = turns[-1]["content"]
+            if isinstance(previous, str) and isinstance(content, str):
+                turns[-1]["content"] = previous + "\n\n" + content
+            else:
+                turns[-1]["content"] = _blocks(previous) + _blocks(content)
         else:
-            turns.append({"role": message.role, "content": message.content})
+            turns.append({"role": message.role, "content": content})
     if turns and turns[0]["role"] == "assistant":
         turns.insert(0, {"role": "user", "content": LEADING_USER_TURN})
-    if turns and turns[-1]["role"] == "assistant":
+    if turns and turns[-1]["role"] == "assistant" and isinstance(turns[-1]["content"], str):
         turns[-1]["content"] = turns[-1]["content"].rstrip()
     return turns
+
+
+def _content(message: ChatMessage) -> str | list[dict]:
+    """A turn's content: its text, or with images base64 image blocks first, then the text."""
+    if not message.images:
+        return message.content
+    blocks = [
+        {"type": "image", "source": {"type": "base64", "media_type": image.media_type, "data": image.base64()}}
+        for image in message.images
+    ]
+    if message.content.strip():
+        blocks.append({"type": "text", "text": message.content})
+    return blocks
+
+
+def _blocks(content: str | list[dict]) -> list[dict]:
+    return content if isinstance(content, list) else [{"type": "text", "text": content}]
 
 
 def _params(request: ChatRequest) -> dict:

@@ -173,9 +173,19 @@ class ModelSpec:
     extra_body: dict | None = field(default=None, hash=False)  # merged into the request body
     endpoint: Endpoint | None = None
     max_tokens_limit: int | None = None  # the most max_tokens a user may ask for; None: CHAT_MAX_TOKENS_LIMIT
+    vision: bool | None = None  # accepts images; None: guessed from the model's name (accepts_images)
 
     def max_tokens_allowed(self) -> int:
         return self.max_tokens_limit or settings.CHAT_MAX_TOKENS_LIMIT
+
+    @property
+    def accepts_images(self) -> bool:
+        """Whether images may go to this model: its ``vision`` option, else a
+        guess from the name (the vision families of OpenAI, Anthropic, Qwen,
+        Llama and Mistral); the demo and the fake never take them unasked."""
+        if self.vision is not None:
+            return self.vision
+        return self.provider != "demo" and bool(VISION_MODEL.search(self.name))
 
     @property
     def endpoint_name(self) -> str:
@@ -185,6 +195,31 @@ class ModelSpec:
     @property
     def key(self) -> str:
         return f"{self.endpoint_name}:{self.name}"
+
+
+# Model names that take images unless CHAT_MODEL_OPTIONS says otherwise ("vision").
+VISION_MODEL = re.compile(
+    r"^(gpt-4o|gpt-4\.1|gpt-4-turbo|gpt-5|o[134](-|$)|chatgpt-4o|claude-|gemini|qwen[\w.-]*-vl|qwen-vl|"
+    r"llava|llama-?3\.2-vision|llama-4|pixtral|mistral-(small|medium)-3|glm-4\.?\dv|kimi-vl)",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ImagePart:
+    """An image that goes with a turn: already decoded, bounded and re-encoded
+    (``conversations.attachments``), so a provider only wraps its bytes."""
+
+    media_type: str  # image/png, image/jpeg, image/webp or image/gif
+    data: bytes
+
+    def base64(self) -> str:
+        import base64
+
+        return base64.b64encode(self.data).decode("ascii")
+
+    def data_url(self) -> str:
+        return f"data:{self.media_type};base64,{self.base64()}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +232,7 @@ class ChatMessage:
 
     role: Literal["user", "assistant"]
     content: str
+    images: tuple[ImagePart, ...] = ()  # for models that accept images (ModelSpec.accepts_images)
 
 
 @dataclass(frozen=True, slots=True)

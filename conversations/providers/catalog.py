@@ -59,7 +59,8 @@ Per-model settings
 ``MODEL_SETTINGS``, keyed "endpoint:model", holds the label, default
 ``max_tokens``, ``thinking`` (ask for and show reasoning; Anthropic sends
 ``thinking_budget`` as budget_tokens), ``streaming`` (False: one
-non-streaming call, e.g. for servers that cannot stream) and the prices in
+non-streaming call, e.g. for servers that cannot stream), ``vision``
+(takes images; unset: ``ModelSpec.accepts_images`` guesses) and the prices in
 USD per million input/output tokens (``price_in``/``price_out``, Decimal) for
 the cost display.  Models not in the table get: their id as label, streaming,
 no thinking, no price; Anthropic models without max_tokens then use the
@@ -167,6 +168,7 @@ _OPTION_TYPES = {
     "reasoning_effort": (str, type(None)),
     "extra_body": (dict, type(None)),
     "max_tokens_limit": (int, type(None)),
+    "vision": (bool, type(None)),
 }
 THINKING_STYLES = ("", "enable_thinking", "thinking_type")
 

@@ -39,6 +39,7 @@ from django.conf import settings
 
 from conversations.providers import sse
 from conversations.providers.base import (
+    ChatMessage,
     ChatRequest,
     ClientCache,
     Endpoint,
@@ -205,11 +206,20 @@ def _client(endpoint: Endpoint) -> tuple[openai.AsyncOpenAI, str]:
     return clients.get(cache_key, build), api_key
 
 
+def _message(message: ChatMessage) -> dict:
+    """One turn; with images, content parts: the text, then each image as a data URL."""
+    if not message.images:
+        return {"role": message.role, "content": message.content}
+    parts = [{"type": "text", "text": message.content}] if message.content.strip() else []
+    parts += [{"type": "image_url", "image_url": {"url": image.data_url()}} for image in message.images]
+    return {"role": message.role, "content": parts}
+
+
 def _params(request: ChatRequest) -> dict:
     """Chat Completions arguments: system first, empty turns dropped, optional knobs only when set."""
     messages = [{"role": "system", "content": request.system}] if request.system.strip() else []
     # An errored reply with no text is not worth replaying (and some servers reject it).
-    messages += [{"role": m.role, "content": m.content} for m in request.messages if m.content.strip()]
+    messages += [_message(m) for m in request.messages if m.content.strip() or m.images]
     if request.extra.get("continuation") and messages and messages[-1]["role"] == "assistant":
         # Chat Completions answers a trailing assistant turn afresh rather than
         # extending it (unlike Anthropic's prefill), so ask for the rest.
