@@ -10,12 +10,12 @@ import httpx
 import pytest
 import websockets
 from channels.db import database_sync_to_async
-from django.test import Client
 
 from conversations.models import ApiKey, Conversation, Message
 from devtools.fakeprovider import expected_reasoning, expected_text
 from tests.conftest import API_TOKENS, SLOW
 from tests.sseclient import read_all, text_of
+from tests.wsclient import session_cookie
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
 
@@ -31,6 +31,13 @@ def _key(user) -> str:
 @database_sync_to_async
 def _conversation(user, model="openai:fake-normal") -> Conversation:
     return Conversation.objects.create(owner=user, model_key=model)
+
+
+async def _tab(server, user, conversation):
+    """A websocket on the conversation, as the owner's open tab."""
+    cookie = (await database_sync_to_async(session_cookie)(user)).decode()
+    url = f"ws://127.0.0.1:{server.port}/ws/conversations/{conversation.id}/"
+    return websockets.connect(url, origin=server.url, additional_headers={"Cookie": cookie})
 
 
 def _client(server, key) -> httpx.AsyncClient:
@@ -216,14 +223,7 @@ async def test_a_run_started_from_the_api_shows_live_in_a_tab_and_stop_there_end
     key = await _key(alice)
     conversation = await _conversation(alice, f"openai:{SLOW}")
 
-    @database_sync_to_async
-    def cookie():
-        client = Client()
-        client.force_login(alice)
-        return f"sessionid={client.cookies['sessionid'].value}"
-
-    url = f"ws://127.0.0.1:{api_server.port}/ws/conversations/{conversation.id}/"
-    async with websockets.connect(url, origin=api_server.url, additional_headers={"Cookie": await cookie()}) as tab:
+    async with await _tab(api_server, alice, conversation) as tab:
         async with _client(api_server, key) as api:
             async with api.stream(
                 "POST", f"/conversations/{conversation.id}/runs", json={"input": "Hello from a script", "stream": True}
@@ -289,16 +289,7 @@ async def test_a_script_joins_a_reply_started_in_the_browser_from_its_first_even
     key = await _key(alice)
     conversation = await _conversation(alice, f"openai:{SLOW}")
 
-    @database_sync_to_async
-    def cookie_and_reply():
-        client = Client()
-        client.force_login(alice)
-        return f"sessionid={client.cookies['sessionid'].value}"
-
-    url = f"ws://127.0.0.1:{api_server.port}/ws/conversations/{conversation.id}/"
-    async with websockets.connect(
-        url, origin=api_server.url, additional_headers={"Cookie": await cookie_and_reply()}
-    ) as tab:
+    async with await _tab(api_server, alice, conversation) as tab:
         await tab.send(json.dumps({"action": "send", "text": "From the browser"}))
         while "msg-assistant" not in await asyncio.wait_for(tab.recv(), 10):
             pass

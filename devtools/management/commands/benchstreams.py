@@ -466,21 +466,39 @@ class Command(BaseCommand):
         run = {"results": results, "connected_rss": 0.0, "rss_after_round": [], "cpu_connected": 0.0}
         rounds_done = Counter()
 
+        def connection(server, conversation: Conversation):
+            """The client's connection: a websocket, or (SSE) an HTTP client holding the key."""
+            if options.get("transport") == "sse":
+                import httpx
+
+                key = api_keys[conversation.owner_id]
+                return httpx.AsyncClient(timeout=options["timeout"], headers={"Authorization": f"Bearer {key}"})
+            return websockets.connect(
+                f"ws://127.0.0.1:{server.port}/ws/conversations/{conversation.id}/",
+                origin=f"http://127.0.0.1:{server.port}",
+                additional_headers={"Cookie": cookie},
+                max_size=None,
+                open_timeout=30,
+            )
+
+        async def one_reply(connection_, server, conversation: Conversation, result: ClientResult) -> None:
+            text = f"bench {secrets.token_hex(4)}"
+            if options.get("transport") != "sse":
+                await connection_.send(json.dumps({"action": "send", "text": text}))
+                return await self._read_reply(connection_, result)
+            url = f"http://127.0.0.1:{server.port}/api/v1/conversations/{conversation.id}/runs"
+            body = {"input": text, "stream": True, "stream_mode": ["messages", "updates"]}
+            async with connection_.stream("POST", url, json=body) as response:
+                if response.status_code != 200:
+                    raise RuntimeError(f"HTTP {response.status_code}: {(await response.aread())[:200]!r}")
+                await self._read_events(response, result)
+
         async def client(i: int, conversation: Conversation) -> None:
             result = results[i]
             server = servers[i % len(servers)]
-            if options.get("transport") == "sse":
-                return await sse_client(i, conversation, result, server)
-            url = f"ws://127.0.0.1:{server.port}/ws/conversations/{conversation.id}/"
             try:
-                async with websockets.connect(
-                    url,
-                    origin=f"http://127.0.0.1:{server.port}",
-                    additional_headers={"Cookie": cookie},
-                    max_size=None,
-                    open_timeout=30,
-                ) as ws:
-                    sockets.append(ws)
+                async with connection(server, conversation) as connected_:
+                    sockets.append(connected_)
                     if len(sockets) == len(conversations):
                         run["connected_rss"] = _rss_mb(pid)
                         run["cpu_connected"] = _cpu_seconds(pid)
@@ -490,8 +508,7 @@ class Command(BaseCommand):
                     for r in range(options["rounds"]):
                         if not result.first_send:
                             result.first_send = time.time()
-                        await ws.send(json.dumps({"action": "send", "text": f"bench {secrets.token_hex(4)}"}))
-                        await asyncio.wait_for(self._read_reply(ws, result), options["timeout"])
+                        await asyncio.wait_for(one_reply(connected_, server, conversation, result), options["timeout"])
                         result.last_final = time.time()
                         result.replies += 1
                         rounds_done[r] += 1
@@ -499,43 +516,6 @@ class Command(BaseCommand):
                             run["rss_after_round"].append(_rss_mb(pid))
                             if options.get("tracemalloc"):
                                 os.kill(servers[0].pid, signal.SIGUSR1)  # a snapshot (devtools.instrumentation)
-            except Exception as exc:  # reported, not raised: one failed client must not hide the rest
-                result.error = f"{type(exc).__name__}: {exc}"
-                connected.set()
-
-        async def sse_client(i: int, conversation: Conversation, result: ClientResult, server) -> None:
-            import httpx
-
-            key = api_keys[conversation.owner_id]
-            url = f"http://127.0.0.1:{server.port}/api/v1/conversations/{conversation.id}/runs"
-            try:
-                async with httpx.AsyncClient(
-                    timeout=options["timeout"], headers={"Authorization": f"Bearer {key}"}
-                ) as http:
-                    sockets.append(http)
-                    if len(sockets) == len(conversations):
-                        run["connected_rss"] = _rss_mb(pid)
-                        run["cpu_connected"] = _cpu_seconds(pid)
-                        connected.set()
-                    await connected.wait()
-                    await asyncio.sleep(options["spread"] * i / len(conversations))  # spread the first sends
-                    for r in range(options["rounds"]):
-                        if not result.first_send:
-                            result.first_send = time.time()
-                        body = {
-                            "input": f"bench {secrets.token_hex(4)}",
-                            "stream": True,
-                            "stream_mode": ["messages", "updates"],
-                        }
-                        async with http.stream("POST", url, json=body) as response:
-                            if response.status_code != 200:
-                                raise RuntimeError(f"HTTP {response.status_code}: {(await response.aread())[:200]!r}")
-                            await asyncio.wait_for(self._read_events(response, result), options["timeout"])
-                        result.last_final = time.time()
-                        result.replies += 1
-                        rounds_done[r] += 1
-                        if rounds_done[r] == len(conversations):
-                            run["rss_after_round"].append(_rss_mb(pid))
             except Exception as exc:  # reported, not raised: one failed client must not hide the rest
                 result.error = f"{type(exc).__name__}: {exc}"
                 connected.set()
