@@ -35,7 +35,7 @@ def _conversation(user, model="openai:fake-normal") -> Conversation:
 
 async def _tab(server, user, conversation):
     """A websocket on the conversation, as the owner's open tab."""
-    cookie = (await database_sync_to_async(session_cookie)(user)).decode()
+    cookie = (await session_cookie(user)).decode()
     url = f"ws://127.0.0.1:{server.port}/ws/conversations/{conversation.id}/"
     return websockets.connect(url, origin=server.url, additional_headers={"Cookie": cookie})
 
