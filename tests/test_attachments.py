@@ -436,8 +436,9 @@ def test_a_missing_file_is_a_404(alice_client):
 
 
 def test_storage_has_no_public_url(stored):
+    attachment = stored(b"notes", "notes.txt")
     with pytest.raises(ValueError, match="no public URL"):
-        stored(b"notes", "notes.txt").file.url
+        assert not attachment.file.url
 
 
 # --- deleting ---------------------------------------------------------------------
@@ -583,3 +584,14 @@ def test_a_reviewer_cannot_open_an_attachment_through_another_conversation(djang
     other = Conversation.objects.create(owner=alice, title="other")
     Message.objects.create(conversation=other, role="user", content="hi")
     assert rita.get(_admin_url(sent, other.pk)).status_code == 404
+
+
+def test_purgeuploads_deletes_stale_uploads_and_their_files(stored, tmp_path, django_capture_on_commit_callbacks):
+    from django.core.management import call_command
+
+    old, recent = stored(b"old", "old.txt"), stored(b"new", "new.txt")
+    Attachment.objects.filter(pk=old.pk).update(created_at=timezone.now() - timezone.timedelta(days=2))
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("purgeuploads", stdout=io.StringIO())
+    assert list(Attachment.objects.all()) == [recent]
+    assert len(_stored_files(tmp_path)) == 1
