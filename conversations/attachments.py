@@ -266,6 +266,8 @@ def _pdf(data: bytes, name: str) -> Prepared:
         if reader.is_encrypted and not reader.decrypt(""):
             raise AttachmentRefused(_("“%(name)s” is protected by a password; nothing was attached.") % {"name": name})
         pages = len(reader.pages)
+        if not pages:
+            raise unreadable
         if pages > most_pages:
             raise AttachmentRefused(
                 _("“%(name)s” has %(pages)d pages; at most %(most)d are read.")
