@@ -134,6 +134,13 @@ def test_it_reencodes_a_jpeg_as_a_jpeg():
     assert Image.open(io.BytesIO(prepared.content)).format == "JPEG"
 
 
+def test_it_keeps_a_webp_as_a_webp():
+    buffer = io.BytesIO()
+    Image.new("RGBA", (30, 20), (0, 128, 0, 200)).save(buffer, "WEBP")
+    prepared = _accept(buffer.getvalue(), "leaf.webp")
+    assert (prepared.content_type, prepared.name, prepared.width) == ("image/webp", "leaf.webp", 30)
+
+
 def test_it_shrinks_an_image_to_the_longest_side_allowed(settings):
     settings.CHAT_MAX_IMAGE_SIDE = 100
     prepared = _accept(jpeg((400, 200)), "wide.jpg")
