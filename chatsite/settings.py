@@ -5,6 +5,7 @@ not read here: the SDKs read their own variables (OPENAI_API_KEY,
 OPENAI_BASE_URL, ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL) at call time.
 """
 
+import json
 import os
 import sys
 from datetime import timedelta
@@ -309,6 +310,32 @@ CHAT_TEMPORARY_IDLE_MINUTES = envfloat("CHAT_TEMPORARY_IDLE_MINUTES", 30.0)
 # Imports (conversations.imports): the largest file, and the most conversations one import takes.
 CHAT_IMPORT_MAX_MB = envint("CHAT_IMPORT_MAX_MB", 50)
 CHAT_IMPORT_MAX_CONVERSATIONS = envint("CHAT_IMPORT_MAX_CONVERSATIONS", 5000)
+# Attachments (conversations.attachments): stored through the "attachments"
+# storage below, never under MEDIA_ROOT or a public URL (a view checks the
+# owner and serves each file).  By default files go under CHAT_UPLOAD_ROOT on
+# this machine; with several workers on several machines, set
+# CHAT_UPLOAD_STORAGE to another Django storage backend (django-storages'
+# "storages.backends.s3.S3Storage") and CHAT_UPLOAD_STORAGE_OPTIONS to its
+# options as JSON (see README.md, "Attachments").
+CHAT_UPLOAD_ROOT = Path(os.environ.get("CHAT_UPLOAD_ROOT", "") or BASE_DIR / "private-uploads")
+CHAT_UPLOAD_STORAGE = os.environ.get("CHAT_UPLOAD_STORAGE", "") or "conversations.attachments.PrivateStorage"
+try:
+    CHAT_UPLOAD_STORAGE_OPTIONS = json.loads(os.environ.get("CHAT_UPLOAD_STORAGE_OPTIONS", "") or "{}")
+except ValueError as error:
+    raise ImproperlyConfigured(f"CHAT_UPLOAD_STORAGE_OPTIONS is not JSON: {error}") from None
+STORAGES["attachments"] = {"BACKEND": CHAT_UPLOAD_STORAGE, "OPTIONS": CHAT_UPLOAD_STORAGE_OPTIONS}
+# Limits: per file, per message (the files waiting to be sent, together), per
+# user (everything they keep), in MB; files per message; an image's pixels
+# (checked before decoding) and longest side once stored (larger ones are
+# shrunk); a document's characters of text and a PDF's pages.
+CHAT_MAX_UPLOAD_MB = envfloat("CHAT_MAX_UPLOAD_MB", 10)
+CHAT_MAX_MESSAGE_UPLOAD_MB = envfloat("CHAT_MAX_MESSAGE_UPLOAD_MB", 25)
+CHAT_MAX_USER_UPLOAD_MB = envfloat("CHAT_MAX_USER_UPLOAD_MB", 500)
+CHAT_MAX_UPLOADS_PER_MESSAGE = envint("CHAT_MAX_UPLOADS_PER_MESSAGE", 8)
+CHAT_MAX_IMAGE_PIXELS = envint("CHAT_MAX_IMAGE_PIXELS", 50_000_000)
+CHAT_MAX_IMAGE_SIDE = envint("CHAT_MAX_IMAGE_SIDE", 2048)
+CHAT_MAX_DOCUMENT_CHARS = envint("CHAT_MAX_DOCUMENT_CHARS", 200_000)
+CHAT_MAX_DOCUMENT_PAGES = envint("CHAT_MAX_DOCUMENT_PAGES", 500)
 CHAT_FRAME_INTERVAL_MS = envint("CHAT_FRAME_INTERVAL_MS", 50)
 # The HTTP API (conversations.api): a run it started keeps its events in
 # memory this long after it ended, so a client reconnecting then gets exact replay.

@@ -28,8 +28,18 @@ from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
 
-from conversations import export, stats, usage
-from conversations.models import ApiKey, AuditLog, Budget, Conversation, Flag, Message, Share, UsageDay
+from conversations import attachments, export, stats, usage
+from conversations.models import (
+    ApiKey,
+    Attachment,
+    AuditLog,
+    Budget,
+    Conversation,
+    Flag,
+    Message,
+    Share,
+    UsageDay,
+)
 from conversations.permissions import can_review
 
 # Fields of a message that say how it was made, never what it says.
@@ -49,6 +59,8 @@ PROVENANCE_FIELDS = (
     "created_at",
 )
 AUDIT_LINKS = 20
+# What the review page lists of each attachment (never its extracted text).
+ATTACHMENT_LISTED = ("id", "message_id", "kind", "content_type", "name", "size", "created_at")
 # Lookups that read content; the admin otherwise allows any local field in the query string.
 CONTENT_LOOKUPS = ("title", "system_prompt", "messages")
 
@@ -319,6 +331,11 @@ class ConversationAdmin(admin.ModelAdmin):
             path("stats/", wrap(self.stats_view), name="conversations_conversation_stats"),
             path("<path:object_id>/review/", wrap(self.review_view), name="conversations_conversation_review"),
             path("<path:object_id>/flag/", wrap(self.flag_view), name="conversations_conversation_flag"),
+            path(
+                "<path:object_id>/attachments/<uuid:attachment_id>/",
+                wrap(self.attachment_view),
+                name="conversations_conversation_attachment",
+            ),
         ]
         return own + super().get_urls()
 
@@ -354,7 +371,10 @@ class ConversationAdmin(admin.ModelAdmin):
         conversation = self._reviewable(request, object_id)
         data = conversation.review_context()
         AuditLog.record(request.user, AuditLog.Action.VIEW, [conversation.pk], messages=len(data["nodes"]))
+        # Listed here only, behind the review permission (names are the users' words too).
+        files = Attachment.objects.filter(message__conversation=conversation).order_by("created_at", "id")
         context = {
+            "attachments": list(files.only(*ATTACHMENT_LISTED)),
             **self.admin_site.each_context(request),
             "opts": self.opts,
             "title": gettext("Review conversation"),
@@ -364,6 +384,18 @@ class ConversationAdmin(admin.ModelAdmin):
             **data,
         }
         return TemplateResponse(request, "admin/conversations/conversation/review.html", context)
+
+    def attachment_view(self, request, object_id, attachment_id):
+        """A reviewer opens one file of a conversation they may review: recorded
+        in the audit log as a transcript view is, served as its owner gets it."""
+        conversation = self._reviewable(request, object_id)
+        attachment = Attachment.objects.filter(message__conversation=conversation, pk=attachment_id).first()
+        if attachment is None:
+            raise Http404(gettext("No such attachment in this conversation."))
+        AuditLog.record(
+            request.user, AuditLog.Action.VIEW, [conversation.pk], page="attachment", attachment=str(attachment.pk)
+        )
+        return attachments.file_response(attachment)
 
     def flag_view(self, request, object_id):
         return require_POST(self._flag)(request, object_id)

@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 
 from asgiref.sync import sync_to_async
+from django.db.models import Prefetch
 from django.utils import timezone
 
-from conversations.models import Conversation, Feedback, Transcript
+from conversations.models import Attachment, Conversation, Feedback, Transcript
 
 MESSAGE_FIELDS = (
     "role",
@@ -28,6 +29,7 @@ MESSAGE_FIELDS = (
     "error_kind",
     "error_detail",
 )
+ATTACHMENT_FIELDS = ("name", "kind", "content_type", "size", "sha256")
 EXPORT_BATCH = 100
 # The documented formats (docs/export-format.md); an importer reads any version up to its own.
 CONVERSATION_FORMAT = "chatsite.conversation"
@@ -77,6 +79,10 @@ def conversation_record(conversation: Conversation) -> dict:
                 "feedback": [
                     {"rating": f.rating, "comment": f.comment, "updated_at": _iso(f.updated_at)}
                     for f in n.message.feedback.all()
+                ],
+                # Named, not embedded: the files themselves are not in a JSON export.
+                "attachments": [
+                    {name: getattr(a, name) for name in ATTACHMENT_FIELDS} for a in n.message.attachments.all()
                 ],
             }
             for n in nodes
@@ -153,7 +159,12 @@ def conversation_document(conversation: Conversation) -> dict:
 
 def for_owner(queryset):
     """What ``own_record`` and ``conversation_record`` need, prefetched."""
-    return queryset.select_related("owner").prefetch_related("messages__feedback", "flags")
+    return queryset.select_related("owner").prefetch_related(
+        "messages__feedback",
+        # Their names and digests only, not their (long) extracted text.
+        Prefetch("messages__attachments", Attachment.objects.only("id", "message_id", *ATTACHMENT_FIELDS)),
+        "flags",
+    )
 
 
 def _account_batch(ids, first: bool) -> str:

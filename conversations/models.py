@@ -21,10 +21,13 @@ from datetime import UTC, date, datetime, time, timedelta
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import EmptyResultSet
+from django.core.files.storage import storages
 from django.db import connection, models, transaction
 from django.db.models import Case, Count, Exists, OuterRef, Q, Subquery, Sum, TextField, Value, When
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce
+from django.db.models.signals import post_delete
+from django.dispatch import receiver
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.formats import date_format
@@ -1453,3 +1456,157 @@ class ApiKey(models.Model):
         if self.revoked_at is None:
             self.revoked_at = timezone.now()
             self.save(update_fields=["revoked_at"])
+
+
+def attachment_storage():
+    """The storage attachments are kept in (settings.STORAGES["attachments"]:
+    a private directory by default, never a public URL)."""
+    return storages["attachments"]
+
+
+def attachment_path(instance, filename: str) -> str:
+    """A random name: never the user's, which is kept in ``name`` alone."""
+    return f"attachments/{uuid.uuid4().hex}"
+
+
+class AttachmentQuerySet(models.QuerySet):
+    def for_user(self, user) -> AttachmentQuerySet:
+        """The attachments ``user`` may open: their own and nobody else's."""
+        if not user.is_authenticated or not user.is_active:
+            return self.none()
+        return self.filter(owner=user)
+
+    def pending_for(self, user) -> AttachmentQuerySet:
+        """``user``'s uploads not sent with a message yet: what the next message will carry."""
+        return self.for_user(user).filter(message__isnull=True)
+
+    def stale(self, age: timedelta = timedelta(days=1)) -> AttachmentQuerySet:
+        """Uploads never sent, older than ``age`` (a day): abandoned, to delete
+        (``purgeconversations`` does, and deleting the rows deletes their files)."""
+        return self.filter(message__isnull=True, created_at__lt=timezone.now() - age)
+
+
+class Attachment(models.Model):
+    """A file a user attached: an image (re-encoded by us), a PDF or a text
+    document with its extracted ``text``.  Uploaded first (``message`` null,
+    pending), then carried by the message it is sent with.  Private to its
+    owner: served by a view that checks ownership, and to reviewers through
+    the admin, audited.  Deleting the row, however it is deleted (a
+    conversation's or an account's cascade included), deletes the file once
+    the transaction commits (``_delete_attachment_file``)."""
+
+    class Kind(models.TextChoices):
+        IMAGE = "image", _("Image")
+        PDF = "pdf", _("PDF")
+        TEXT = "text", _("Text document")
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.CASCADE, related_name="attachments", verbose_name=_("owner")
+    )
+    message = models.ForeignKey(
+        Message, models.CASCADE, null=True, blank=True, related_name="attachments", verbose_name=_("message")
+    )
+    kind = models.CharField(_("kind"), max_length=8, choices=Kind.choices)
+    content_type = models.CharField(_("content type"), max_length=100)
+    name = models.CharField(_("name"), max_length=255)
+    size = models.PositiveBigIntegerField(_("size (bytes)"))
+    sha256 = models.CharField(_("SHA-256"), max_length=64)
+    width = models.PositiveIntegerField(_("width"), null=True, blank=True)
+    height = models.PositiveIntegerField(_("height"), null=True, blank=True)
+    file = models.FileField(_("file"), storage=attachment_storage, upload_to=attachment_path, max_length=200)
+    # A document's text, the context a model reads (blank for images).
+    text = models.TextField(_("extracted text"), blank=True)
+    no_text = models.BooleanField(_("no text found"), default=False)
+    created_at = models.DateTimeField(_("created"), default=timezone.now, db_index=True)
+
+    objects = AttachmentQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("attachment")
+        verbose_name_plural = _("attachments")
+        ordering = ("created_at", "id")
+        indexes = [models.Index(fields=["owner", "message"], name="attachment_owner_message")]
+
+    def __str__(self) -> str:
+        # Its id, never its name: the name is the user's.
+        return str(self.pk)
+
+    def get_absolute_url(self) -> str:
+        return reverse("attachment_file", args=[self.pk])
+
+    @property
+    def is_pending(self) -> bool:
+        return self.message_id is None
+
+    @classmethod
+    def store(cls, user, prepared) -> Attachment:
+        """Keep ``prepared`` (``conversations.attachments.accept``'s) as a pending
+        upload of ``user``; raises ``AttachmentRefused`` (nothing stored) past
+        CHAT_MAX_UPLOADS_PER_MESSAGE pending files, CHAT_MAX_MESSAGE_UPLOAD_MB
+        pending together, CHAT_MAX_USER_UPLOAD_MB kept in all, or a file over
+        CHAT_MAX_UPLOAD_MB.  The user's row is locked while counting, so two
+        uploads at once cannot both take the last place."""
+        from django.core.files.base import ContentFile
+
+        from conversations.attachments import MB, AttachmentRefused
+
+        def refuse(message: str, mb: float) -> AttachmentRefused:
+            return AttachmentRefused(message % {"name": prepared.name, "mb": f"{mb:g}"})
+
+        with transaction.atomic():
+            list(get_user_model().objects.select_for_update().filter(pk=user.pk).values_list("pk"))
+            if prepared.size > settings.CHAT_MAX_UPLOAD_MB * MB:
+                raise refuse(
+                    _("“%(name)s” is larger than %(mb)s MB, the most a file may be."), settings.CHAT_MAX_UPLOAD_MB
+                )
+            pending = cls.objects.filter(owner=user, message__isnull=True).aggregate(n=Count("id"), bytes=Sum("size"))
+            most = settings.CHAT_MAX_UPLOADS_PER_MESSAGE
+            if pending["n"] >= most:
+                raise AttachmentRefused(
+                    ngettext(
+                        "A message can carry %(most)d file; “%(name)s” was not attached.",
+                        "A message can carry %(most)d files; “%(name)s” was not attached.",
+                        most,
+                    )
+                    % {"most": most, "name": prepared.name}
+                )
+            if (pending["bytes"] or 0) + prepared.size > settings.CHAT_MAX_MESSAGE_UPLOAD_MB * MB:
+                raise refuse(
+                    _("The files of one message may be %(mb)s MB together; “%(name)s” was not attached."),
+                    settings.CHAT_MAX_MESSAGE_UPLOAD_MB,
+                )
+            kept = cls.objects.filter(owner=user).aggregate(bytes=Sum("size"))["bytes"] or 0
+            if kept + prepared.size > settings.CHAT_MAX_USER_UPLOAD_MB * MB:
+                raise refuse(
+                    _("Your files here may be %(mb)s MB in all; delete some to attach “%(name)s”."),
+                    settings.CHAT_MAX_USER_UPLOAD_MB,
+                )
+            attachment = cls(
+                owner=user,
+                kind=prepared.kind,
+                content_type=prepared.content_type,
+                name=prepared.name,
+                size=prepared.size,
+                sha256=prepared.sha256,
+                width=prepared.width,
+                height=prepared.height,
+                text=prepared.text,
+                no_text=prepared.no_text,
+            )
+            attachment.file.save("upload", ContentFile(prepared.content), save=False)
+            try:
+                attachment.save(force_insert=True)
+            except BaseException:
+                attachment.file.storage.delete(attachment.file.name)
+                raise
+        return attachment
+
+
+@receiver(post_delete, sender=Attachment)
+def _delete_attachment_file(sender, instance: Attachment, **kwargs) -> None:
+    """A deleted row's file goes once the deletion commits (not before: a
+    deletion rolled back keeps its file)."""
+    if instance.file.name:
+        storage, name = instance.file.storage, instance.file.name
+        transaction.on_commit(lambda: storage.delete(name))

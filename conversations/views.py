@@ -25,7 +25,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from conversations import actions, export, imports, providers, search, temporary, usage
+from conversations import actions, attachments, export, imports, providers, search, temporary, usage
 from conversations.forms import (
     ApiKeyForm,
     ConversationSettingsForm,
@@ -40,7 +40,7 @@ from conversations.forms import (
     SignupForm,
     StartForm,
 )
-from conversations.models import ApiKey, Conversation, Feedback, Share, SidebarPage, SignupAttempt
+from conversations.models import ApiKey, Attachment, Conversation, Feedback, Share, SidebarPage, SignupAttempt
 
 
 def _get_conversation_for_user(request: HttpRequest, conversation_id: UUID) -> Conversation:
@@ -711,3 +711,55 @@ async def temporary_stop(request: HttpRequest, chat_id: UUID) -> HttpResponse:
     await request.auser()
     actions.stop_temporary(_get_temporary_for_user(request, chat_id))
     return redirect("temporary_chat", chat_id)
+
+
+# --- attachments: uploaded first, then sent with a message (conversations.attachments) --
+def _get_attachment_for_user(request: HttpRequest, attachment_id: UUID) -> Attachment:
+    """The attachment if ``request.user`` owns it; 404 otherwise, as for a conversation."""
+    return get_object_or_404(Attachment.objects.for_user(request.user), pk=attachment_id)
+
+
+@require_POST
+def upload_attachments(request: HttpRequest) -> HttpResponse:
+    """Store each ``file`` of the form as a pending upload of the user, and
+    answer with a chip per file (``conversations/_attachment_chip.html``):
+    the stored file, or why it was refused.  201 when every file was stored,
+    400 otherwise; for htmx always 200, as htmx swaps only successes."""
+    files = request.FILES.getlist("file")
+    most = settings.CHAT_MAX_UPLOADS_PER_MESSAGE
+    if not files:
+        chips = [{"error": _("Choose a file to attach.")}]
+    elif len(files) > most:
+        # Refused before any is read.
+        message = ngettext("A message can carry %(most)d file.", "A message can carry %(most)d files.", most) % {
+            "most": most
+        }
+        chips = [{"error": message}]
+    else:
+        chips = []
+        for upload in files:
+            try:
+                prepared = attachments.accept(upload, name=upload.name)
+                chips.append({"attachment": Attachment.store(request.user, prepared)})
+            except attachments.AttachmentRefused as refused:
+                chips.append({"error": refused.message})
+    status = 201 if all("attachment" in chip for chip in chips) else 400
+    return render(
+        request, "conversations/_attachment_chip.html", {"chips": chips}, status=200 if request.htmx else status
+    )
+
+
+@require_GET
+def attachment_file(request: HttpRequest, attachment_id: UUID) -> HttpResponse:
+    """The file itself, for its owner only (see ``attachments.file_response`` for the headers)."""
+    return attachments.file_response(_get_attachment_for_user(request, attachment_id))
+
+
+@require_POST
+def delete_attachment(request: HttpRequest, attachment_id: UUID) -> HttpResponse:
+    """Remove a pending upload (one sent with a message goes with the message); its file goes with it."""
+    pending = get_object_or_404(Attachment.objects.pending_for(request.user), pk=attachment_id)
+    pending.delete()
+    if request.htmx:
+        return HttpResponse("")  # the chip is replaced by nothing
+    return _redirect_back(request, "index")

@@ -81,3 +81,31 @@ def test_it_passes_the_deployment_checks_with_the_production_variables():
     result = _run(env, "manage.py", "check", "--deploy", "--fail-level", "WARNING")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
+
+
+# Settings only, no django.setup(): the S3 backend is not installed here.
+STORAGE_PROBE = (
+    "import json; from django.conf import settings; "
+    "print(json.dumps({'storage': settings.STORAGES['attachments'], 'root': str(settings.CHAT_UPLOAD_ROOT), "
+    "'media': str(settings.MEDIA_ROOT)}))"
+)
+
+
+def test_attachments_default_to_a_private_directory_outside_media_and_static():
+    result = _run({"DJANGO_TESTING": "1"}, "-c", STORAGE_PROBE)
+    found = json.loads(result.stdout)
+    assert found["storage"] == {"BACKEND": "conversations.attachments.PrivateStorage", "OPTIONS": {}}
+    assert found["root"] == str(ROOT / "private-uploads")
+
+
+def test_attachments_take_another_storage_and_its_options_from_the_environment():
+    options = {"bucket_name": "chat-uploads", "default_acl": "private"}
+    env = {"CHAT_UPLOAD_STORAGE": "storages.backends.s3.S3Storage", "CHAT_UPLOAD_STORAGE_OPTIONS": json.dumps(options)}
+    result = _run({"DJANGO_TESTING": "1", **env}, "-c", STORAGE_PROBE)
+    assert json.loads(result.stdout)["storage"] == {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": options}
+
+
+def test_it_refuses_storage_options_that_are_not_json():
+    result = _run({"DJANGO_TESTING": "1", "CHAT_UPLOAD_STORAGE_OPTIONS": "{bucket"}, "-c", STORAGE_PROBE)
+    assert result.returncode != 0
+    assert "CHAT_UPLOAD_STORAGE_OPTIONS is not JSON" in result.stderr
