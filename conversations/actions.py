@@ -197,6 +197,15 @@ def _busy_not_sent() -> str:
     return _("The server is busy and your message was not sent. Try again.")
 
 
+def _ask(conversation: Conversation, text: str) -> tuple[list[Message], Message]:
+    """Inside a turn: the shown branch so far, and the user's message ``text`` added after it."""
+    history = list(conversation.transcript())
+    parent = history[-1] if history else None
+    return history, Message.objects.create(
+        conversation=conversation, parent=parent, role=Message.Role.USER, content=text
+    )
+
+
 @db.turn
 def _new_turn(conversation_id: UUID, user, text: str, new_model: str | None = None) -> _Turn:
     """``new_model``: create the conversation first, with that model."""
@@ -204,13 +213,7 @@ def _new_turn(conversation_id: UUID, user, text: str, new_model: str | None = No
         if new_model is not None:
             Conversation.objects.create(pk=conversation_id, owner=user, model_key=new_model)
         conversation, spec, settled = _lock_idle(conversation_id, user)
-        history = list(conversation.transcript())
-        question = Message.objects.create(
-            conversation=conversation,
-            parent=history[-1] if history else None,
-            role=Message.Role.USER,
-            content=text,
-        )
+        history, question = _ask(conversation, text)
         reply = Message.start_reply(conversation, question, spec)
         titled = conversation.first_message_sets_title(text)
         conversation.touch(*(["title", "title_source"] if titled else []))
@@ -230,13 +233,7 @@ def _comparison_turn(conversation_id: UUID, user, text: str, model_keys: list[st
         conversation, _spec, settled = _lock_idle(conversation_id, user, need_model=False)
         specs = [_offered(key) for key in model_keys]
         _check_limits(user, len(specs))
-        history = list(conversation.transcript())
-        question = Message.objects.create(
-            conversation=conversation,
-            parent=history[-1] if history else None,
-            role=Message.Role.USER,
-            content=text,
-        )
+        history, question = _ask(conversation, text)
         comparison = str(uuid4())
         replies = [Message.start_reply(conversation, question, spec, comparison=comparison) for spec in specs]
         titled = conversation.first_message_sets_title(text)

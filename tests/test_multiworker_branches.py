@@ -12,13 +12,12 @@ import pytest
 import websockets
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.test import Client
 from django.utils.html import escape
 
 from conversations.models import Conversation, Message
 from devtools.fakeprovider import expected_text
 from tests.livesite import two_workers
-from tests.wsclient import is_final
+from tests.wsclient import is_final, session_cookie
 
 pytestmark = [
     pytest.mark.multiworker,
@@ -52,11 +51,8 @@ def titling_workers(django_db_setup, django_db_blocker, multi_fake):
         yield workers
 
 
-@database_sync_to_async
-def _cookie(user) -> str:
-    client = Client()
-    client.force_login(user)
-    return f"sessionid={client.cookies['sessionid'].value}"
+async def _cookie(user) -> str:
+    return (await session_cookie(user)).decode()
 
 
 @database_sync_to_async

@@ -10,13 +10,12 @@ import pytest
 import websockets
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.test import Client
 
 from conversations.models import Conversation, Message
 from devtools.fakeprovider import expected_text
 from devtools.streamview import has_delta, is_snapshot
 from tests.livesite import two_workers
-from tests.wsclient import column_view, is_final
+from tests.wsclient import column_view, is_final, session_cookie
 
 pytestmark = [
     pytest.mark.multiworker,
@@ -44,11 +43,8 @@ def comparing_workers(django_db_setup, django_db_blocker, multi_fake):
         yield workers
 
 
-@database_sync_to_async
-def _cookie(user) -> str:
-    client = Client()
-    client.force_login(user)
-    return f"sessionid={client.cookies['sessionid'].value}"
+async def _cookie(user) -> str:
+    return (await session_cookie(user)).decode()
 
 
 @database_sync_to_async
