@@ -397,7 +397,8 @@ class Generation:
         return data
 
     def _log_end(self, status: str, error: str, error_kind: str) -> None:
-        """The events that close the run: error, usage, finish, run_end."""
+        """The events of a run whose text is final: error, usage, finish
+        (``run_end`` follows once the reply is saved: see save_final)."""
         if status == Message.Status.ERROR:
             self._log("error", {"kind": error_kind or "internal", "message": error})
         used = self.message.run_usage
@@ -407,7 +408,6 @@ class Generation:
                 {"input_tokens": used.input_tokens, "output_tokens": used.output_tokens, "estimated": not used.metered},
             )
         self._log("finish", {"reason": finish_reason(self.message)})
-        self._log("run_end", None)
 
     async def _publish(self) -> None:
         """Send the events not yet sent to the listeners on other workers, in
@@ -585,6 +585,10 @@ class Generation:
             await self._show_final()
         finally:
             _unregister(self)
+            # Only now: a client that sends again on run_end finds no reply being written.
+            self._log("run_end", None)
+            with contextlib.suppress(Exception):
+                await self._publish()
             await self._end_control()
             self.done.set()
         message = self.message
